@@ -1,0 +1,25 @@
+"""The few domain exceptions a user can see.
+
+The CLI turns every ``AdrunError`` into one line on stderr and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+
+class AdrunError(Exception):
+    """A problem the user can fix: the message names the problem and the fix."""
+
+
+class ConfigError(AdrunError):
+    """The experiment config (file or ``--set``) is invalid."""
+
+
+class DataError(AdrunError):
+    """The dataset is missing or not in the expected layout."""
+
+
+class WeightsError(AdrunError):
+    """Model weights (backbone, teacher, checkpoint) are missing or do not fit."""
+
+
+class RunError(AdrunError):
+    """A run directory or record is missing or unusable."""
