@@ -1,0 +1,296 @@
+"""The ``adrun`` command line: parse arguments, call the library, map errors to exit codes.
+
+Exit codes: 0 success, 1 a cell failed while running, 2 bad input (config, data,
+weights, paths) reported as one line per problem. ``--debug`` shows tracebacks.
+anomalib, torch and lightning are imported inside the commands that need them, so
+``adrun --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adrun import __version__
+from adrun.errors import AdrunError
+
+# anomalib's tqdm bars (coreset, teacher statistics) would tear through rich's progress.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables.",
+)
+_state = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key, validated like the file: key.path=value (repeatable)."),
+]
+SmokeOption = Annotated[
+    bool,
+    typer.Option("--smoke", help="Same experiment on a tiny subset (a few images, a few steps); results under smoke/."),
+]
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", envvar="ADRUN_DATA_ROOT", help="Dataset root (overrides data.root)."),
+]
+OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
+
+
+def _fail(message: str, code: int) -> None:
+    for line in message.splitlines() or [message]:
+        typer.echo(f"adrun: error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(command):
+    """Turn domain errors into one line per problem and exit code 2 (traceback with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AdrunError as exc:
+            if _state["debug"]:
+                raise
+            _fail(str(exc), 2)
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"adrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables."""
+    _state["debug"] = debug
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -> list[str]:
+    out = list(sets or [])
+    if root is not None:
+        out.append(f"data.root={root}")
+    if output is not None:
+        out.append(f"output={output}")
+    return out
+
+
+def _run_plan(the_plan, force: bool = False, fail_fast: bool = False) -> None:
+    """Run a plan with per-cell progress, then print the summary table; exit 1 if a cell failed."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from adrun import sweep
+
+    console = _console()
+    console.print(
+        f"[bold]{the_plan.experiment.name}[/]: {len(the_plan.cells)} cells -> {the_plan.exp_dir}"
+        + (" [yellow](smoke)[/]" if the_plan.smoke else "")
+    )
+    for cell in the_plan.cells:
+        if cell.model.name == "efficient_ad" and cell.model.teacher == "random":
+            console.print(f"[yellow]note[/]: {cell.label} uses a random teacher: fit for smoke tests only.")
+            break
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    task = progress.add_task("starting", total=len(the_plan.cells))
+
+    def on_start(cell, i, total):
+        progress.update(task, description=f"{cell.label} / {cell.category}")
+
+    def on_end(cell, record, status):
+        name = f"{cell.label} / {cell.category}"
+        if status == "skipped":
+            progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
+        elif status == "failed":
+            progress.console.print(f"  [red]FAIL[/] {name}: {record['error']} (see {cell.label}/{cell.category}/log.txt)")
+        else:
+            m = record["metrics"]
+            progress.console.print(
+                f"  [green]ok[/]   {name}: pixel_AUROC {m.get('pixel_AUROC', float('nan')):.3f}  "
+                f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s)"
+            )
+        progress.advance(task)
+
+    with progress:
+        outcome = sweep.execute(the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast)
+    _print_table(console, outcome.tables.get("pixel_auroc"), "pixel AUROC", the_plan.exp_dir)
+    if outcome.failed:
+        console.print(f"[red]{len(outcome.failed)} cell(s) failed:[/]")
+        for record in outcome.failed:
+            console.print(f"  {record['label']} / {record['category']}: {record['error']}")
+        raise typer.Exit(1)
+
+
+def _print_table(console, table, title: str, exp_dir: Path) -> None:
+    from rich.table import Table
+
+    if table is None:
+        return
+    view = Table(title=f"{title}  ({exp_dir})")
+    view.add_column("category")
+    for column in table.columns:
+        view.add_column(str(column), justify="right")
+    for name, row in table.iterrows():
+        cells = ["–" if v != v else f"{v:.3f}" for v in row]  # NaN != NaN
+        view.add_row(f"[bold]{name}[/]" if name == "mean" else str(name), *cells)
+    console.print(view)
+
+
+@app.command()
+@handles_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    sets: SetOption = None,
+    smoke: SmokeOption = False,
+    root: RootOption = None,
+    output: OutputOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Rerun cells that already finished.")] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only cells matching label/category (glob, repeatable).")
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
+) -> None:
+    """Run every model x category cell of an experiment config and write its tables.
+
+    Cells that finished earlier with the same resolved config are skipped.
+    """
+    from adrun import config as cfg
+    from adrun import sweep as sweep_lib
+
+    experiment = cfg.load_experiment(config, _overrides(sets, root, output))
+    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast)
+
+
+@app.command()
+@handles_errors
+def train(
+    model: Annotated[str, typer.Option("--model", help="Registry name: patchcore or efficient_ad.")],
+    category: Annotated[str, typer.Option("--category", help="Category folder under the dataset root.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Take this model's settings (and data, trainer) from a config.")
+    ] = None,
+    root: RootOption = None,
+    output: OutputOption = None,
+    sets: SetOption = None,
+    smoke: SmokeOption = False,
+) -> None:
+    """Fit and test one model on one category.
+
+    Without --config: anomalib's defaults for the model on MVTec AD at --root.
+    """
+    from adrun import config as cfg
+    from adrun import sweep as sweep_lib
+
+    if config is not None:
+        raw = cfg.read_yaml(config)
+        entries = [m for m in raw.get("models") or [] if isinstance(m, dict) and m.get("name") == model]
+        if not entries:
+            raise cfg.ConfigError(f"{config}: has no model {model!r}; its models: "
+                                  + ", ".join(str(m.get("name")) for m in raw.get("models") or [] if isinstance(m, dict)))
+        raw["models"] = entries
+    else:
+        raw = {"name": "train", "data": {"format": "mvtec"}, "models": [{"name": model}]}
+        if model == "efficient_ad":
+            raw["models"][0]["train_batch_size"] = 1
+    raw.setdefault("data", {})
+    raw["data"] = {**(raw["data"] or {}), "categories": [category]}
+    experiment = cfg.load_experiment(raw=raw, overrides=_overrides(sets, root, output))
+    _run_plan(sweep_lib.plan(experiment, smoke=smoke), force=True)
+
+
+@app.command("test")
+@handles_errors
+def test_command(run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")]) -> None:
+    """Test again from a cell's saved checkpoint and refresh its record and the tables."""
+    from adrun.run import exp_dir_of, test_run
+    from adrun.tables import write_tables
+
+    record = test_run(run)
+    write_tables(exp_dir_of(run))
+    m = record["metrics"]
+    typer.echo(f"{record['label']} / {record['category']}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+
+
+@app.command()
+@handles_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")],
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="An image or a folder of images.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
+    ] = None,
+) -> None:
+    """Score images with a trained cell: scores.csv plus one anomaly-map overlay PNG per image."""
+    from adrun.run import predict as predict_run
+
+    out = predict_run(run, source, output)
+    typer.echo(f"wrote {out / 'scores.csv'}")
+
+
+@app.command()
+@handles_errors
+def table(results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")]) -> None:
+    """Rebuild every table of an experiment (metrics.csv, pixel/image AUROC) from its records."""
+    from adrun.errors import RunError
+    from adrun.tables import write_tables
+
+    if not (results / "runs").is_dir():
+        raise RunError(f"{results}: no runs/ folder; pass an experiment folder such as results/demo")
+    tables = write_tables(results)
+    _print_table(_console(), tables["pixel_auroc"], "pixel AUROC", results)
+
+
+@app.command("make-data")
+@handles_errors
+def make_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write <category>/train, test, ground_truth into.")],
+    categories: Annotated[
+        list[str] | None, typer.Option("--categories", help="Categories to write (repeatable). Default: all.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: same seed, same files.")] = 0,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
+    n_train: Annotated[int, typer.Option("--n-train", help="Training (good) images per category.")] = 16,
+) -> None:
+    """Write the synthetic dataset (tile, leather, grid textures with defects) in MVTec AD layout."""
+    from adrun import synthetic
+
+    names = categories or list(synthetic.CATEGORIES)
+    unknown = [c for c in names if c not in synthetic.CATEGORIES]
+    if unknown:
+        raise AdrunError(f"--categories: unknown {unknown[0]!r}; choose from {', '.join(synthetic.CATEGORIES)}")
+    synthetic.make_dataset(out, names, seed=seed, image_size=image_size, n_train=n_train)
+    typer.echo(f"wrote {', '.join(names)} to {out}")
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    app(prog_name="adrun")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

@@ -1,0 +1,215 @@
+"""Run one cell: build, fit, test, collect anomalib's metrics -> a record.
+
+``run_cell`` is a plain function returning the record, so tests call it directly;
+the CLI and the sweep are its users. Also: re-test and predict from a run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from adrun.config import Cell
+from adrun.errors import AdrunError, RunError
+from adrun.records import atomic_write, now, read_record, versions, write_record
+
+CHECKPOINT = "model.ckpt"
+LOG = "log.txt"
+METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
+# Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
+NOISY = (
+    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "anomalib", "timm",
+    "py.warnings", "adrun",
+)
+
+
+@contextlib.contextmanager
+def cell_log(folder: Path) -> Iterator[logging.Handler]:
+    """Send the cell's library logs and warnings to ``<run>/log.txt`` for the cell's duration."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / LOG, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    loggers = [logging.getLogger(name) for name in NOISY]
+    # Lightning installs its own console handlers; swap them out, not just add ours.
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    logging.captureWarnings(True)
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    try:
+        yield handler
+    finally:
+        for lg, level, propagate, handlers in saved:
+            lg.handlers = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+        logging.captureWarnings(False)
+        handler.close()
+
+
+def base_record(cell: Cell, root: Path) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "label": cell.label,
+        "model": cell.model.name,
+        "category": cell.category,
+        "index": cell.index,
+        "category_index": cell.category_index,
+        "key": cell.key,
+        "seed": cell.seed,
+        "smoke": cell.smoke,
+        "data_root": str(root),
+        "config": cell.model_dump(mode="json"),
+        "versions": versions(),
+        "metrics": {},
+        "seconds": {},
+        "checkpoint": None,
+        "error": None,
+        "started_at": now(),
+        "finished_at": None,
+    }
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _metrics(results: list[dict]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for result in results or []:
+        merged.update({k: float(v) for k, v in result.items() if k in METRICS})
+    return merged
+
+
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
+    from adrun import registry
+
+    datamodule = registry.build_datamodule(cell, root)
+    model = registry.build_model(cell, exp_dir)
+    engine = registry.build_engine(cell, folder / "anomalib")
+    return datamodule, model, engine
+
+
+def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
+    """Fit and test one cell; write and return its record. Failures are recorded, then re-raised."""
+    from lightning.pytorch import seed_everything
+
+    folder = Path(exp_dir) / "runs" / cell.label / cell.category
+    record = base_record(cell, root)
+    write_record(folder, record)
+    with cell_log(folder) as log:
+        try:
+            seed_everything(cell.seed, workers=True, verbose=False)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder)
+            start = time.perf_counter()
+            engine.fit(model=model, datamodule=datamodule)
+            fit_s = time.perf_counter() - start
+            atomic_write(folder / CHECKPOINT, lambda tmp: engine.trainer.save_checkpoint(tmp))
+            start = time.perf_counter()
+            results = engine.test(model=model, datamodule=datamodule, verbose=False)
+            test_s = time.perf_counter() - start
+            record.update(
+                status="success",
+                metrics=_metrics(results),
+                seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
+                checkpoint=CHECKPOINT,
+            )
+        except KeyboardInterrupt:
+            record.update(status="interrupted", error="interrupted by the user")
+            raise
+        except BaseException as exc:
+            record.update(status="failed", error=one_line(exc))
+            log.stream.write(traceback.format_exc())
+            raise
+        finally:
+            record["finished_at"] = now()
+            write_record(folder, record)
+    return record
+
+
+def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
+    record = read_record(run)
+    ckpt = run / (record.get("checkpoint") or CHECKPOINT)
+    if record.get("status") != "success" or not ckpt.is_file():
+        raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
+    return record, Cell.model_validate(record["config"]), ckpt
+
+
+def exp_dir_of(run: Path) -> Path:
+    # <exp>/runs/<label>/<category>
+    return run.parent.parent.parent
+
+
+def test_run(run: Path) -> dict[str, Any]:
+    """Test again from the run's checkpoint and refresh its record."""
+    run = Path(run)
+    record, cell, ckpt = _load(run)
+    root = Path(record["data_root"])
+    with cell_log(run):
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
+        start = time.perf_counter()
+        results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        test_s = time.perf_counter() - start
+    record["metrics"] = _metrics(results)
+    record["seconds"]["test"] = round(test_s, 3)
+    record["tested_at"] = now()
+    write_record(run, record)
+    return record
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def predict(run: Path, source: Path, out: Path | None = None) -> Path:
+    """Score an image or a folder; write ``scores.csv`` and one anomaly-map overlay PNG per image."""
+    run, source = Path(run), Path(source)
+    if not source.exists():
+        raise AdrunError(f"{source}: no such image or folder; pass a path to an image or a folder of images")
+    if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
+        raise AdrunError(f"{source}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    record, cell, ckpt = _load(run)
+    out = Path(out) if out is not None else run / "predictions"
+    out.mkdir(parents=True, exist_ok=True)
+    with cell_log(out):
+        from adrun import registry
+
+        model = registry.build_model(cell, exp_dir_of(run))
+        engine = registry.build_engine(cell, out / "anomalib")
+        batches = engine.predict(model=model, data_path=source, ckpt_path=ckpt, return_predictions=True)
+    rows = []
+    for batch in batches or []:
+        for i, path in enumerate(batch.image_path):
+            score = float(batch.pred_score[i])
+            label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
+            overlay = out / f"{Path(path).stem}_anomaly.png"
+            write_overlay(Path(path), batch.anomaly_map[i], overlay)
+            rows.append({"path": str(path), "image_score": score, "pred_label": label, "overlay": overlay.name})
+    import pandas as pd
+
+    from adrun.records import atomic_write_text
+
+    atomic_write_text(out / "scores.csv", pd.DataFrame(rows).to_csv(index=False))
+    return out
+
+
+def write_overlay(image_path: Path, anomaly_map, target: Path) -> None:
+    """The anomaly map (jet, alpha 0.5) over the original image, at the image's own size."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    image = Image.open(image_path).convert("RGB")
+    amap = anomaly_map.detach().float().cpu().numpy().squeeze()
+    lo, hi = float(amap.min()), float(amap.max())
+    norm = (amap - lo) / (hi - lo) if hi > lo else np.zeros_like(amap)
+    heat = Image.fromarray((colormaps["jet"](norm)[..., :3] * 255).astype("uint8")).resize(image.size)
+    blended = Image.blend(image, heat, alpha=0.5)
+    atomic_write(target, lambda tmp: blended.save(tmp, format="PNG"))
