@@ -1,0 +1,40 @@
+"""Shared fixtures: every user directory points into tmp, nothing touches the network."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ADRUN_DATA_ROOT", raising=False)
+
+
+def tiny_raw(output: Path, **data) -> dict:
+    """The demo config shrunk: one category, small images, resnet18, a few EfficientAd steps."""
+    raw = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    raw["name"] = "tiny"
+    raw["output"] = str(output)
+    raw["data"]["categories"] = ["tile"]
+    raw["data"]["synthetic"] = {"image_size": 64, "n_train": 6, "n_test_good": 3, "n_test_defect": 1}
+    raw["data"].update(data)
+    raw["models"][0].update(backbone="resnet18", image_size=64)
+    raw["models"][1]["trainer"] = {"max_steps": 2}
+    return raw
+
+
+def write_yaml(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -1,0 +1,142 @@
+"""Config schema: validation messages, overrides, grid expansion, shipped configs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from adrun.config import apply_overrides, expand, experiment_dir, load_experiment, model_entries, validate
+from adrun.errors import ConfigError
+from conftest import CONFIGS
+
+BASE = {"name": "x", "data": {"format": "synthetic"}, "models": [{"name": "patchcore"}]}
+
+
+def with_(**changes):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    for key, value in changes.items():
+        raw = apply_overrides(raw, [f"{key}={value}"])
+    return raw
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    experiment = load_experiment(path)
+    assert model_entries(experiment)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (with_(**{"models.0.coreset_sampling_ratoi": 0.1}),
+         "models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
+        (with_(**{"models.0.name": "patchcor"}),
+         "models.0.name: unknown model 'patchcor' (did you mean 'patchcore'?); choose one of patchcore, efficient_ad"),
+        (with_(**{"models.0.coreset_sampling_ratio": "lots"}),
+         "models.0.coreset_sampling_ratio: Input should be a valid number, unable to parse string as a number (got 'lots')"),
+        (with_(**{"data.fromat": "mvtec"}), "data.fromat: unknown key; did you mean 'format'?"),
+        (with_(**{"data.format": "coco"}),
+         "data.format: Input should be 'mvtec', 'folder' or 'synthetic' (got 'coco')"),
+        (with_(**{"seed": "abc"}), "seed: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
+        (with_(**{"models.0.name": "efficient_ad", "models.0.image_size": 128}),
+         "models.0.image_size: must be at least 256 for efficient_ad (its autoencoder decodes to 256 px) (got 128)"),
+        ({"data": {}, "models": [{"name": "patchcore"}]}, "name: required key is missing; add it"),
+        (with_(**{"models.0.layers": "{grid: []}"}), "models.0.layers.grid: expected a non-empty list of values"),
+    ],
+)
+def test_validation_message_is_one_clear_line(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(raw, "exp.yaml")
+    assert str(info.value) == f"exp.yaml: {expected}"
+
+
+def test_every_problem_gets_its_own_line():
+    raw = with_(**{"seed": "abc", "models.0.num_neighbors": 0})
+    with pytest.raises(ConfigError) as info:
+        validate(raw, "exp.yaml")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("exp.yaml: models.0.num_neighbors: Input should be greater than or equal to 1")
+    assert lines[1].startswith("exp.yaml: seed:")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodels: [\n  - name: patchcore\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: .* at line \d+; fix the YAML syntax there"):
+        load_experiment(path)
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\nmodels: [{name: patchcore}]\n")
+    with pytest.raises(ConfigError):
+        load_experiment(path)
+
+
+def test_set_overrides_are_typed_and_validated():
+    raw = apply_overrides(BASE, ["data.root=/data/mvtec", "models.0.coreset_sampling_ratio=0.01", "data.categories=[a, b]"])
+    experiment = validate(raw)
+    assert str(experiment.data.root) == "/data/mvtec"
+    assert experiment.models[0].coreset_sampling_ratio == 0.01
+    assert experiment.data.categories == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"--set 'models.3.backbone=x': '3' is not an index of a list with 1 items"):
+        apply_overrides(BASE, ["models.3.backbone=x"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_overrides(BASE, ["seed"])
+    with pytest.raises(ConfigError, match="models.0.pre_traind: unknown key; did you mean 'pre_trained'"):
+        load_experiment(raw=BASE, overrides=["models.0.pre_traind=false"])
+
+
+def test_grid_expands_into_labelled_cells():
+    raw = with_(**{"models.0.coreset_sampling_ratio": "{grid: [0.01, 0.1]}", "models.0.num_neighbors": "{grid: [1, 9]}"})
+    raw["models"].append({"name": "efficient_ad", "train_batch_size": 1})
+    experiment = validate(raw)
+    cells = expand(experiment, ["tile", "grid"])
+    labels = list(dict.fromkeys(c.label for c in cells))
+    assert labels == [
+        "patchcore[coreset_sampling_ratio=0.01,num_neighbors=1]",
+        "patchcore[coreset_sampling_ratio=0.01,num_neighbors=9]",
+        "patchcore[coreset_sampling_ratio=0.1,num_neighbors=1]",
+        "patchcore[coreset_sampling_ratio=0.1,num_neighbors=9]",
+        "efficient_ad",
+    ]
+    assert len(cells) == 10
+    first = cells[0]
+    assert (first.model.coreset_sampling_ratio, first.model.num_neighbors, first.category) == (0.01, 1, "tile")
+    assert len({c.key for c in cells}) == 10  # every cell its own key
+
+
+def test_grid_values_are_each_validated():
+    raw = with_(**{"models.0.coreset_sampling_ratio": "{grid: [0.1, 2.0]}"})
+    with pytest.raises(ConfigError, match="models.0.coreset_sampling_ratio: Input should be less than or equal to 1"):
+        validate(raw)
+
+
+def test_duplicate_labels_are_refused():
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    raw["models"].append({"name": "patchcore"})
+    with pytest.raises(ConfigError, match="label 'patchcore' is used twice"):
+        model_entries(validate(raw))
+
+
+def test_per_model_overrides_merge_over_experiment_trainer():
+    raw = with_(**{"models.0.trainer": "{max_steps: 7}", "trainer": "{max_epochs: 3, accelerator: cpu}"})
+    cell = expand(validate(raw), ["tile"])[0]
+    assert (cell.trainer.max_steps, cell.trainer.max_epochs, cell.trainer.accelerator) == (7, 3, "cpu")
+
+
+def test_key_changes_with_config_and_only_with_config():
+    experiment = validate(with_())
+    (a,) = expand(experiment, ["tile"])
+    (b,) = expand(validate(with_()), ["tile"])
+    (c,) = expand(validate(with_(**{"models.0.num_neighbors": 3})), ["tile"])
+    (d,) = expand(validate(with_(**{"seed": 1})), ["tile"])
+    assert a.key == b.key
+    assert len({a.key, c.key, d.key}) == 3
+
+
+def test_smoke_results_live_apart():
+    experiment = validate(with_(output="out"))
+    assert str(experiment_dir(experiment)) == "out/x"
+    assert str(experiment_dir(experiment, smoke=True)) == "out/smoke/x"
