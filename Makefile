@@ -1,0 +1,42 @@
+# adrun developer commands. `make help` lists them.
+# Every target creates .venv and installs what it needs, idempotently.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The torch build for this project's machines; override for your CUDA build, e.g.
+#   make demo TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup demo test smoke lint readme clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install adrun with its test tools
+
+demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo
+	$(BIN)/adrun sweep configs/demo.yaml
+	@cat results/demo/pixel_auroc.md
+
+test: $(STAMP) ## Run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+smoke: $(STAMP) ## Smoke-run every shipped config on synthetic data (offline weights)
+	$(BIN)/python -m pytest tests/test_smoke_configs.py
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests scripts
+
+readme: ## Put the demo's real pixel-AUROC table into README.md (after make demo)
+	$(BIN)/python scripts/readme_table.py
+
+clean: ## Remove results and caches (keeps .venv)
+	rm -rf results/demo results/smoke .pytest_cache
