@@ -23,3 +23,11 @@ class WeightsError(AdrunError):
 
 class RunError(AdrunError):
     """A run directory or record is missing or unusable."""
+
+
+class CompareError(AdrunError):
+    """A ``--compare`` reference table is unknown or unreadable."""
+
+
+class ExportError(AdrunError):
+    """An export format is unknown or its optional dependencies are missing."""
