@@ -122,6 +122,7 @@ def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
                 seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
                 checkpoint=CHECKPOINT,
             )
+            sample_grid(record, engine, model, datamodule, cell, folder, log)
         except KeyboardInterrupt:
             record.update(status="interrupted", error="interrupted by the user")
             raise
@@ -133,6 +134,25 @@ def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
             record["finished_at"] = now()
             write_record(folder, record)
     return record
+
+
+def sample_grid(record: dict[str, Any], engine, model, datamodule, cell: Cell, folder: Path,
+                log: logging.Handler) -> None:
+    """Write ``samples.png`` for a tested cell and note it (and its seconds) in the record.
+
+    A grid that cannot be drawn is logged and noted, never a reason to lose the fit.
+    """
+    from adrun.samples import SAMPLES, write_samples
+
+    start = time.perf_counter()
+    try:
+        write_samples(engine, model, datamodule, cell, folder / SAMPLES)
+    except Exception as exc:
+        log.stream.write(traceback.format_exc())
+        record.update(samples=None, samples_error=one_line(exc))
+        return
+    record.update(samples=SAMPLES, samples_error=None)
+    record.setdefault("seconds", {})["samples"] = round(time.perf_counter() - start, 3)
 
 
 def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
@@ -153,11 +173,12 @@ def test_run(run: Path) -> dict[str, Any]:
     run = Path(run)
     record, cell, ckpt = _load(run)
     root = Path(record["data_root"])
-    with cell_log(run):
+    with cell_log(run) as log:
         datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
+        sample_grid(record, engine, model, datamodule, cell, run, log)
     record["metrics"] = _metrics(results)
     record["seconds"]["test"] = round(test_s, 3)
     record["tested_at"] = now()

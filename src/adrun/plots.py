@@ -1,0 +1,88 @@
+"""Figures from tables: the categories x models heatmap (``pixel_auroc.png``).
+
+matplotlib runs headless (Agg) and is imported inside the functions, so importing
+adrun stays light. Every figure is written atomically, like every other file.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from adrun.records import atomic_write
+
+# AUROC 0.5 is chance and 1.0 perfect: a fixed scale keeps heatmaps of different
+# experiments comparable at a glance (a per-figure scale would stretch 0.97-0.99).
+VMIN, VMAX = 0.5, 1.0
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path, dpi: int = 120) -> None:
+    """Render ``fig`` to PNG in memory, then write it atomically; closes the figure."""
+    plt = _pyplot()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
+    # RGB without alpha, optimised: the grids are inlined into report.html, so bytes count.
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", optimize=True))
+
+
+def heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Categories x models with the values printed in the cells; the mean row set apart below a gap."""
+    import numpy as np
+
+    plt = _pyplot()
+    body = table.drop(index="mean", errors="ignore")
+    mean = table.loc[["mean"]] if "mean" in table.index else None
+    n_rows, n_cols = len(body), max(len(table.columns), 1)
+    width = 1.8 + 1.5 * n_cols
+    height = 1.2 + 0.5 * (n_rows + (1 if mean is not None else 0))
+    ratios = [max(n_rows, 1)] + ([1] if mean is not None else [])
+    fig, axes = plt.subplots(
+        len(ratios), 1, figsize=(width, height), squeeze=False,
+        gridspec_kw={"height_ratios": ratios, "hspace": 0.08 if mean is None else 0.25},
+    )
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    image = None
+    for ax, part, bold in zip(axes[:, 0], [body, mean], [False, True], strict=False):
+        if part is None:
+            continue
+        values = part.to_numpy(dtype=float) if len(part.columns) else np.full((len(part), 1), np.nan)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=VMIN, vmax=VMAX, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            text = "–" if np.isnan(value) else f"{value:.3f}"
+            # Dark text on the bright (yellow) end of viridis, white elsewhere.
+            light = not np.isnan(value) and value > VMIN + 0.7 * (VMAX - VMIN)
+            ax.text(j, i, text, ha="center", va="center", fontsize=10,
+                    color="black" if light or np.isnan(value) else "white",
+                    fontweight="bold" if bold else "normal")
+        ax.set_yticks(range(len(part)), [str(i) for i in part.index],
+                      fontweight="bold" if bold else "normal")
+        ax.set_xticks(range(len(part.columns)), [])
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0, 0].set_title(title, fontsize=11)
+    # Model names on top of the first panel, where the eye starts.
+    axes[0, 0].xaxis.tick_top()
+    axes[0, 0].set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=0)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.05, pad=0.03)
+        bar.ax.tick_params(labelsize=8)
+    save_png(fig, path)
