@@ -1,4 +1,4 @@
-"""Records -> pandas -> CSV and Markdown tables.
+"""Records -> pandas -> CSV and Markdown tables, the heatmap, comparisons and report.html.
 
 Tables are always rebuilt from the records, never edited in place, so
 ``adrun table`` can regenerate every file of an experiment at any time.
@@ -48,9 +48,21 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(exp_dir: Path) -> dict[str, pd.DataFrame]:
-    """Rewrite ``metrics.csv``, ``pixel_auroc.{csv,md}`` and ``image_auroc.{csv,md}``; return the wide tables."""
+def write_tables(exp_dir: Path, compare: list[str] | tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
+    """Rewrite every derived file of an experiment from its records; return the tables.
+
+    ``metrics.csv``, ``pixel_auroc.{csv,md,png}``, ``image_auroc.{csv,md}``,
+    ``compare_<name>.{csv,md}`` for each name in ``compare`` and for every comparison
+    written earlier (so they never go stale), and ``report.html``. The returned dict
+    holds the wide tables by name and each comparison's long table as ``compare_<name>``.
+    """
+    from adrun import compare as compare_lib
+    from adrun import plots, report
+
     exp_dir = Path(exp_dir)
+    names = list(dict.fromkeys([*compare, *compare_lib.existing(exp_dir)]))
+    for name in names:
+        compare_lib.load(name)  # an unknown name fails before any file is touched
     records = read_records(exp_dir)
     atomic_write_text(exp_dir / "metrics.csv", long_metrics(records).to_csv(index=False))
     out = {}
@@ -59,4 +71,8 @@ def write_tables(exp_dir: Path) -> dict[str, pd.DataFrame]:
         atomic_write_text(exp_dir / f"{name}.csv", table.to_csv(float_format="%.6f"))
         atomic_write_text(exp_dir / f"{name}.md", to_markdown(table))
         out[name] = table
+    plots.heatmap(out["pixel_auroc"], exp_dir / "pixel_auroc.png", f"pixel AUROC: {exp_dir.name}")
+    for name in names:
+        out[f"compare_{name}"] = compare_lib.write(exp_dir, records, name)
+    report.write_report(exp_dir, records, out)
     return out
