@@ -255,15 +255,49 @@ def predict(
 
 @app.command()
 @handles_errors
-def table(results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")]) -> None:
-    """Rebuild every table of an experiment (metrics.csv, pixel/image AUROC) from its records."""
+def table(
+    results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")],
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", metavar="NAME",
+                     help="Also compare with a shipped reference: assignment, anomalib, patchcore-paper (repeatable)."),
+    ] = None,
+) -> None:
+    """Rebuild every table of an experiment from its records, plus pixel_auroc.png and report.html.
+
+    With --compare NAME: per category and model, ours, the reference and the delta, plus the mean,
+    into compare_NAME.md and compare_NAME.csv. Comparisons made earlier are refreshed too.
+    """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
     if not (results / "runs").is_dir():
         raise RunError(f"{results}: no runs/ folder; pass an experiment folder such as results/demo")
-    tables = write_tables(results)
+    tables = write_tables(results, compare=compare or [])
     _print_table(_console(), tables["pixel_auroc"], "pixel AUROC", results)
+    for name in compare or []:
+        typer.echo("")
+        typer.echo((results / f"compare_{name}.md").read_text(encoding="utf-8"), nl=False)
+    typer.echo(f"\nwrote {results / 'report.html'}")
+
+
+@app.command()
+@handles_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")],
+    fmt: Annotated[str, typer.Option("--format", help="torch (.pt), onnx (.onnx) or openvino (.xml + .bin).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Folder for <format>/model.* (default RUN/export).")
+    ] = None,
+) -> None:
+    """Export a trained cell's model through anomalib's Engine.export.
+
+    onnx and openvino need the optional extra: pip install 'adrun[export]'.
+    """
+    from adrun.export import check_format, export_run
+
+    check_format(fmt)  # before loading anything heavy
+    typer.echo(f"wrote {export_run(run, fmt, output)}")
 
 
 @app.command("make-data")

@@ -106,9 +106,7 @@ def compare(records: list[dict], ref: Reference) -> pd.DataFrame:
                 continue
             theirs = ref.rows[(ref.rows.model == model) & (ref.rows.metric == metric) & (ref.rows.variant == variant)]
             values = dict(zip(theirs.category, theirs.value, strict=True))
-            name = f"{model} ({variant})"
-            if not matched:
-                name += ", closest: no variant matches this config"
+            name = f"{model} ({variant})" if matched else f"{model} ({variant}; none matches this config, so the first)"
             pairs = []
             for category in categories:
                 mine, reference = ours.get((label, category, metric)), values.get(category)
