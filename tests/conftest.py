@@ -38,3 +38,21 @@ def tiny_raw(output: Path, **data) -> dict:
 def write_yaml(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def reported(tmp_path_factory):
+    """One tiny sweep (patchcore + efficient_ad on tile) for the report, samples and export tests.
+
+    Returns the experiment folder. Tests may add files (exports, comparisons) but must not
+    delete the records or the sample grids.
+    """
+    from typer.testing import CliRunner
+
+    from adrun.cli import app
+
+    base = tmp_path_factory.mktemp("reported")
+    config = write_yaml(base / "tiny.yaml", tiny_raw(base / "results"))
+    result = CliRunner().invoke(app, ["sweep", str(config)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return base / "results" / "tiny"

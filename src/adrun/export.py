@@ -32,7 +32,7 @@ def check_format(fmt: str) -> None:
         raise ExportError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
     if missing:
-        raise ExportError(f"--format {fmt} needs {', '.join(missing)}, which are not installed: {INSTALL}")
+        raise ExportError(f"--format {fmt} needs {', '.join(missing)}, not installed here; run: {INSTALL}")
 
 
 def input_size(cell) -> int:
