@@ -45,10 +45,9 @@ def names() -> list[str]:
 
 
 def load(name: str) -> Reference:
-    path = _folder() / f"{name}.csv"
-    if not path.is_file():
+    if name not in names():
         raise CompareError(f"--compare {name}: no such reference; choose from {', '.join(names())}")
-    text = path.read_text(encoding="utf-8")
+    text = (_folder() / f"{name}.csv").read_text(encoding="utf-8")
     source = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
     from io import StringIO

@@ -57,8 +57,7 @@ def heatmap(table: pd.DataFrame, path: Path, title: str) -> None:
         len(ratios), 1, figsize=(width, height), squeeze=False,
         gridspec_kw={"height_ratios": ratios, "hspace": 0.08 if mean is None else 0.25},
     )
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = None
     for ax, part, bold in zip(axes[:, 0], [body, mean], [False, True], strict=False):
         if part is None:
