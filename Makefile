@@ -17,14 +17,14 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,export]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install adrun with its test tools
+setup: $(STAMP) ## Create .venv and install adrun with its test and export tools
 
-demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo
+demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo (report.html)
 	$(BIN)/adrun sweep configs/demo.yaml
-	@cat results/demo/pixel_auroc.md
+	$(BIN)/adrun table results/demo --compare assignment
 
 test: $(STAMP) ## Run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
