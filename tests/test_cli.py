@@ -9,10 +9,10 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import tiny_raw, write_yaml
 from typer.testing import CliRunner
 
 from adrun.cli import app
-from conftest import tiny_raw, write_yaml
 
 runner = CliRunner()
 
