@@ -189,7 +189,9 @@ def sweep(
         int, typer.Option("--jobs", "-j", min=1, help="Cells run at once, each in its own process (threads split).")
     ] = 1,
 ) -> None:
-    """Run every model x category cell of an experiment config and write its tables.
+    """Run every model x category cell of a config.
+
+    Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
     """
@@ -241,7 +243,10 @@ def train(
 @app.command("test")
 @handles_errors
 def test_command(run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")]) -> None:
-    """Test again from a cell's saved checkpoint and refresh its record and the tables."""
+    """Test a cell again from its checkpoint.
+
+    Refreshes the cell's record and the experiment's tables.
+    """
     from adrun.run import exp_dir_of, test_run
     from adrun.tables import write_tables
 
@@ -260,7 +265,10 @@ def predict(
         Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
     ] = None,
 ) -> None:
-    """Score images with a trained cell: scores.csv plus one anomaly-map overlay PNG per image."""
+    """Score images with a trained cell.
+
+    Writes scores.csv (path, image score, predicted label) and one anomaly-map overlay PNG per image.
+    """
     from adrun.run import predict as predict_run
 
     out = predict_run(run, source, output)
@@ -270,7 +278,10 @@ def predict(
 @app.command()
 @handles_errors
 def table(results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")]) -> None:
-    """Rebuild every table of an experiment (metrics.csv, pixel/image AUROC) from its records."""
+    """Rebuild an experiment's tables from its records.
+
+    Rewrites metrics.csv, pixel_auroc.{csv,md} and image_auroc.{csv,md}.
+    """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
@@ -291,7 +302,10 @@ def make_data(
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     n_train: Annotated[int, typer.Option("--n-train", help="Training (good) images per category.")] = 16,
 ) -> None:
-    """Write the synthetic dataset (tile, leather, grid textures with defects) in MVTec AD layout."""
+    """Write the synthetic dataset in MVTec AD layout.
+
+    Tile, leather and grid textures with scratch, hole, stain and broken-pattern defects and exact masks.
+    """
     from adrun import synthetic
 
     names = categories or list(synthetic.CATEGORIES)
