@@ -25,6 +25,10 @@ class RunError(AdrunError):
     """A run directory or record is missing or unusable."""
 
 
+class DiskFullError(AdrunError):
+    """The disk filled up while a cell was writing; names the cell."""
+
+
 class CompareError(AdrunError):
     """A ``--compare`` reference table is unknown or unreadable."""
 
