@@ -29,7 +29,6 @@ def test_every_tested_cell_has_a_sample_grid(reported):
     from PIL import Image
 
     from adrun.records import read_records
-    from adrun.samples import N_GOOD
 
     records = read_records(reported)
     assert [r["label"] for r in records] == ["patchcore", "efficient_ad"]

@@ -42,13 +42,27 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def image_tag(path: Path, alt: str) -> str:
-    """The PNG at ``path`` inlined as a data URI, or a note that it is missing."""
+def image_tag(path: Path, alt: str, photo: bool = False) -> str:
+    """The PNG at ``path`` inlined as a data URI, or a note that it is missing.
+
+    ``photo``: inline as JPEG (quality 90). Sample grids are mostly photographs and
+    heat maps, a fifth of the bytes as JPEG; a report of 30 cells stays a few MB.
+    """
+    import io
+
+    from PIL import Image
+
     path = Path(path)
     if not path.is_file():
         return f'<p class="error">{esc(alt)}: {esc(path.name)} is missing</p>'
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+    mime, payload = "image/png", path.read_bytes()
+    if photo:
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        mime, payload = "image/jpeg", buffer.getvalue()
+    data = base64.b64encode(payload).decode("ascii")
+    return f'<img src="data:{mime};base64,{data}" alt="{esc(alt)}">'
 
 
 def _number(value) -> str:
@@ -121,7 +135,7 @@ def cell_section(exp_dir: Path, record: dict) -> str:
     if metrics:
         parts.append(_kv([(k, f"{v:.4f}") for k, v in metrics.items()]))
     if record.get("samples"):
-        parts.append(image_tag(folder / record["samples"], f"sample grid {label} / {category}"))
+        parts.append(image_tag(folder / record["samples"], f"sample grid {label} / {category}", photo=True))
     elif status == "success":
         why = record.get("samples_error") or "made before adrun drew sample grids; run `adrun test` on the cell"
         parts.append(f'<p class="error">no sample grid: {esc(why)}</p>')
