@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import CONFIGS
 
 from adrun.config import apply_overrides, expand, experiment_dir, load_experiment, model_entries, validate
 from adrun.errors import ConfigError
-from conftest import CONFIGS
 
 BASE = {"name": "x", "data": {"format": "synthetic"}, "models": [{"name": "patchcore"}]}
 
@@ -134,6 +134,9 @@ def test_key_changes_with_config_and_only_with_config():
     (d,) = expand(validate(with_(**{"seed": 1})), ["tile"])
     assert a.key == b.key
     assert len({a.key, c.key, d.key}) == 3
+    # Adding a category to the sweep leaves the finished cells' keys alone.
+    (e, _) = expand(validate(with_(**{"data.categories": "[tile, grid]"})), ["tile", "grid"])
+    assert e.key == a.key
 
 
 def test_smoke_results_live_apart():

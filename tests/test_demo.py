@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from adrun.cli import app
-from conftest import CONFIGS
 
 
 @pytest.mark.slow

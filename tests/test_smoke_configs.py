@@ -11,10 +11,10 @@ import json
 
 import pytest
 import yaml
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from adrun.cli import app
-from conftest import CONFIGS
 
 OFFLINE = {
     "patchcore": ["pre_trained=false"],

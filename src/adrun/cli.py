@@ -101,7 +101,7 @@ def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -
     return out
 
 
-def _run_plan(the_plan, force: bool = False, fail_fast: bool = False) -> None:
+def _run_plan(the_plan, force: bool = False, fail_fast: bool = False, jobs: int = 1) -> None:
     """Run a plan with per-cell progress, then print the summary table; exit 1 if a cell failed."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -129,8 +129,11 @@ def _run_plan(the_plan, force: bool = False, fail_fast: bool = False) -> None:
         name = f"{cell.label} / {cell.category}"
         if status == "skipped":
             progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
+        elif status == "interrupted":
+            progress.console.print(f"  [yellow]stop[/] {name}: interrupted")
         elif status == "failed":
-            progress.console.print(f"  [red]FAIL[/] {name}: {record['error']} (see {cell.label}/{cell.category}/log.txt)")
+            log = f"{cell.label}/{cell.category}/log.txt"
+            progress.console.print(f"  [red]FAIL[/] {name}: {record['error']} (see {log})")
         else:
             m = record["metrics"]
             progress.console.print(
@@ -139,8 +142,15 @@ def _run_plan(the_plan, force: bool = False, fail_fast: bool = False) -> None:
             )
         progress.advance(task)
 
-    with progress:
-        outcome = sweep.execute(the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast)
+    try:
+        with progress:
+            outcome = sweep.execute(
+                the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs
+            )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
+                      "up to date; run the same command again to resume.")
+        raise typer.Exit(130) from None
     _print_table(console, outcome.tables.get("pixel_auroc"), "pixel AUROC", the_plan.exp_dir)
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} cell(s) failed:[/]")
@@ -177,8 +187,13 @@ def sweep(
         list[str] | None, typer.Option("--only", help="Run only cells matching label/category (glob, repeatable).")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Cells run at once, each in its own process (threads split).")
+    ] = 1,
 ) -> None:
-    """Run every model x category cell of an experiment config and write its tables.
+    """Run every model x category cell of a config.
+
+    Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
     """
@@ -186,7 +201,7 @@ def sweep(
     from adrun import sweep as sweep_lib
 
     experiment = cfg.load_experiment(config, _overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast)
+    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast, jobs=jobs)
 
 
 @app.command()
@@ -211,10 +226,11 @@ def train(
 
     if config is not None:
         raw = cfg.read_yaml(config)
-        entries = [m for m in raw.get("models") or [] if isinstance(m, dict) and m.get("name") == model]
+        models = [m for m in raw.get("models") or [] if isinstance(m, dict)]
+        entries = [m for m in models if m.get("name") == model]
         if not entries:
-            raise cfg.ConfigError(f"{config}: has no model {model!r}; its models: "
-                                  + ", ".join(str(m.get("name")) for m in raw.get("models") or [] if isinstance(m, dict)))
+            names = ", ".join(str(m.get("name")) for m in models)
+            raise cfg.ConfigError(f"{config}: has no model {model!r}; its models: {names}")
         raw["models"] = entries
     else:
         raw = {"name": "train", "data": {"format": "mvtec"}, "models": [{"name": model}]}
@@ -229,7 +245,10 @@ def train(
 @app.command("test")
 @handles_errors
 def test_command(run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")]) -> None:
-    """Test again from a cell's saved checkpoint and refresh its record and the tables."""
+    """Test a cell again from its checkpoint.
+
+    Refreshes the cell's record and the experiment's tables.
+    """
     from adrun.run import exp_dir_of, test_run
     from adrun.tables import write_tables
 
@@ -248,7 +267,10 @@ def predict(
         Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
     ] = None,
 ) -> None:
-    """Score images with a trained cell: scores.csv plus one anomaly-map overlay PNG per image."""
+    """Score images with a trained cell.
+
+    Writes scores.csv (path, image score, predicted label) and one anomaly-map overlay PNG per image.
+    """
     from adrun.run import predict as predict_run
 
     out = predict_run(run, source, output)
@@ -258,7 +280,10 @@ def predict(
 @app.command()
 @handles_errors
 def table(results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")]) -> None:
-    """Rebuild every table of an experiment (metrics.csv, pixel/image AUROC) from its records."""
+    """Rebuild an experiment's tables from its records.
+
+    Rewrites metrics.csv, pixel_auroc.{csv,md} and image_auroc.{csv,md}.
+    """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
@@ -279,7 +304,10 @@ def make_data(
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     n_train: Annotated[int, typer.Option("--n-train", help="Training (good) images per category.")] = 16,
 ) -> None:
-    """Write the synthetic dataset (tile, leather, grid textures with defects) in MVTec AD layout."""
+    """Write the synthetic dataset in MVTec AD layout.
+
+    Tile, leather and grid textures with scratch, hole, stain and broken-pattern defects and exact masks.
+    """
     from adrun import synthetic
 
     names = categories or list(synthetic.CATEGORIES)

@@ -194,7 +194,11 @@ class Cell(_Strict):
     @property
     def key(self) -> str:
         """Hash of what decides the result: model, data, trainer, seed, smoke, adrun version."""
-        payload = self.model_dump(mode="json", exclude={"index", "category_index"})
+        # Positions and the list of other categories do not change this cell's result:
+        # adding a category to a sweep must not rerun the finished ones.
+        payload = self.model_dump(
+            mode="json", exclude={"index": True, "category_index": True, "data": {"categories", "num_workers"}}
+        )
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -89,7 +89,8 @@ def layout_problems(root: Path, category: str, data: DataConfig) -> list[str]:
     base = root / category
     if not base.is_dir():
         have = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
-        return [f"category {category!r}: folder {base} is missing; categories under {root}: {', '.join(have) or 'none'}"]
+        listed = ", ".join(have) or "none"
+        return [f"category {category!r}: folder {base} is missing; categories under {root}: {listed}"]
     exts = extensions(data)
     problems = []
     if not _images(base / "train" / "good", exts):
@@ -100,7 +101,9 @@ def layout_problems(root: Path, category: str, data: DataConfig) -> list[str]:
     test = base / "test"
     defects = sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != "good") if test.is_dir() else []
     if not test.is_dir() or not any(_images(test / d, exts) for d in [*defects, "good"]):
-        problems.append(f"category {category!r}: {test} is missing or empty; MVTec AD layout needs <category>/test/<defect>/*")
+        problems.append(
+            f"category {category!r}: {test} is missing or empty; MVTec AD layout needs <category>/test/<defect>/*"
+        )
     for defect in defects:
         masks = base / "ground_truth" / defect
         if _images(test / defect, exts) and not _images(masks, exts):

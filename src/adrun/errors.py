@@ -23,3 +23,7 @@ class WeightsError(AdrunError):
 
 class RunError(AdrunError):
     """A run directory or record is missing or unusable."""
+
+
+class DiskFullError(AdrunError):
+    """The disk filled up while a cell was writing; names the cell."""

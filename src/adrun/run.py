@@ -7,6 +7,7 @@ the CLI and the sweep are its users. Also: re-test and predict from a run folder
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 import traceback
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adrun.config import Cell
-from adrun.errors import AdrunError, RunError
+from adrun.errors import AdrunError, DiskFullError, RunError
 from adrun.preflight import sources
 from adrun.records import atomic_write, now, read_record, versions, write_record
 
@@ -124,16 +125,29 @@ def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
                 seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
                 checkpoint=CHECKPOINT,
             )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
             record.update(status="interrupted", error="interrupted by the user")
+            raise KeyboardInterrupt from None
+        except OSError as exc:
+            record.update(status="failed", error=one_line(exc))
+            log.stream.write(traceback.format_exc())
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(
+                    f"no space left on device while running {cell.label}/{cell.category}; "
+                    f"free space under {exp_dir} or set output: elsewhere, then rerun to resume"
+                ) from exc
             raise
-        except BaseException as exc:
+        except Exception as exc:
             record.update(status="failed", error=one_line(exc))
             log.stream.write(traceback.format_exc())
             raise
         finally:
             record["finished_at"] = now()
-            write_record(folder, record)
+            try:
+                write_record(folder, record)
+            except OSError:
+                pass  # disk full: the previous record.json stays whole
     return record
 
 
