@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from anomalib.models import EfficientAd, Patchcore
 
-
 logger = logging.getLogger(__name__)
 
 TEACHER_CHOICES = ("auto", "random")

@@ -60,7 +60,7 @@ def env_flag(name: str) -> bool:
 
 def hf_offline() -> bool:
     """``HF_HUB_OFFLINE=1``: the hub client reads only its cache; timm then cannot download."""
-    return env_flag("HF_HUB_OFFLINE")
+    return env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")  # huggingface_hub honours both
 
 
 def hf_endpoint() -> str:
