@@ -10,12 +10,12 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_raw, write_yaml
 from typer.testing import CliRunner
 
 from adrun.cli import app
 from adrun.config import load_experiment
 from adrun.errors import ConfigError, WeightsError
-from conftest import tiny_raw, write_yaml
 
 runner = CliRunner()
 
