@@ -17,6 +17,7 @@ from typing import Any
 
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
+from adrun.preflight import sources
 from adrun.records import atomic_write, now, read_record, versions, write_record
 
 CHECKPOINT = "model.ckpt"
@@ -68,6 +69,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "smoke": cell.smoke,
         "data_root": str(root),
         "config": cell.model_dump(mode="json"),
+        "weights": sources(cell.model),
         "versions": versions(),
         "metrics": {},
         "seconds": {},
