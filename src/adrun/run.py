@@ -156,7 +156,12 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
         raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
-    return record, Cell.model_validate(record["config"]), ckpt
+    cell = Cell.model_validate(record["config"])
+    if cell.model.name == "patchcore":
+        # The checkpoint holds the backbone's weights: build it untrained, so test and
+        # predict never reach for the hub or for the original weights file.
+        cell = cell.model_copy(update={"model": cell.model.model_copy(update={"pre_trained": False, "weights": None})})
+    return record, cell, ckpt
 
 
 def exp_dir_of(run: Path) -> Path:
