@@ -11,6 +11,7 @@ import errno
 import logging
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,21 @@ LOG = "log.txt"
 METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
-    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "anomalib", "timm",
-    "py.warnings", "adrun",
+    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+    "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
 )
 
 
 @contextlib.contextmanager
 def cell_log(folder: Path) -> Iterator[logging.Handler]:
     """Send the cell's library logs and warnings to ``<run>/log.txt`` for the cell's duration."""
+    # Lightning and friends add their console handlers when first imported: import them
+    # before the swap below, or a handler added later still prints to the terminal.
+    # Their import-time deprecation warnings concern anomalib's internals, not the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import anomalib.engine  # noqa: F401
+
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / LOG, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
