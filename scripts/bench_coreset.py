@@ -20,10 +20,12 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Stock's per-pick progress bar is not the benchmark's business. tqdm reads this when
+# imported, and torch imports it, so it must come first.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # stock's per-pick progress bar, not the benchmark's business
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 TEXTURES = ("brick", "grass", "gravel")
 PATCHES_PER_CROP = 32 * 32  # layer2 of a 256 px crop is 32x32

@@ -230,3 +230,20 @@ def test_help_imports_no_heavy_library():
     for command in ("sweep", "train", "test", "predict", "table", "export", "make-data"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.slow
+def test_test_and_predict_need_no_weights_beyond_the_checkpoint(swept, tmp_path):
+    """A cell trained with pretrained weights re-tests offline: the checkpoint holds the backbone."""
+    import shutil
+
+    base, _, _ = swept
+    run = tmp_path / "exp/runs/patchcore/tile"
+    shutil.copytree(base / "results/tiny/runs/patchcore/tile", run)
+    record = json.loads((run / "record.json").read_text())
+    record["config"]["model"]["pre_trained"] = True  # nothing is cached and HF_HUB_OFFLINE=1
+    (run / "record.json").write_text(json.dumps(record))
+    result = invoke("test", run)
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "record.json").read_text())
+    assert after["metrics"]["pixel_AUROC"] == pytest.approx(record["metrics"]["pixel_AUROC"], abs=1e-6)

@@ -20,6 +20,8 @@ from adrun import __version__
 from adrun.errors import AdrunError
 
 # anomalib's tqdm bars (coreset, teacher statistics) would tear through rich's progress.
+# `adrun fetch` wants the download bars back, unless the user asked for silence.
+_USER_TQDM = "TQDM_DISABLE" in os.environ
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 app = typer.Typer(
@@ -236,7 +238,7 @@ def train(
             raw["models"][0]["train_batch_size"] = 1
     raw.setdefault("data", {})
     raw["data"] = {**(raw["data"] or {}), "categories": [category]}
-    experiment = cfg.load_experiment(raw=raw, overrides=_overrides(sets, root, output))
+    experiment = cfg.load_experiment(config, raw=raw, overrides=_overrides(sets, root, output))
     _run_plan(sweep_lib.plan(experiment, smoke=smoke), force=True)
 
 
@@ -346,6 +348,85 @@ def make_data(
         raise AdrunError(f"--categories: unknown {unknown[0]!r}; choose from {', '.join(synthetic.CATEGORIES)}")
     synthetic.make_dataset(out, names, seed=seed, image_size=image_size, n_train=n_train)
     typer.echo(f"wrote {', '.join(names)} to {out}")
+
+
+@app.command()
+@handles_errors
+def doctor(
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML: also check each of its cells.")] = None,
+    sets: SetOption = None,
+    root: RootOption = None,
+) -> None:
+    """Show versions, the accelerator, the caches and the network; with a config, whether each cell can run.
+
+    Exits 2 when any cell of the config cannot run, naming what is missing and its fixes.
+    """
+    from rich.table import Table
+
+    from adrun import config as cfg
+    from adrun import preflight
+
+    console = _console()
+    env = Table(show_header=False, box=None)
+    for name, value in preflight.environment():
+        env.add_row(f"[bold]{name}[/]", value)
+    console.print(env)
+    if config is None:
+        return
+    experiment = cfg.load_experiment(config, _overrides(sets, root, None))
+    reports = preflight.doctor_cells(experiment)
+    view = Table(title=f"{experiment.name}: {len(reports)} cells")
+    for column in ("cell", "dataset", "weights", "teacher", "imagenette", "ready"):
+        view.add_column(column)
+    for r in reports:
+        shown = [_mark(r.checks.get(k)) for k in ("dataset", "weights", "teacher", "imagenette")]
+        view.add_row(f"{r.label}/{r.category}", *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
+    console.print(view)
+    problems = preflight.problems(reports)
+    if problems:
+        _fail("\n".join(problems), 2)
+    console.print("every cell can run")
+
+
+def _mark(check) -> str:
+    if check is None:
+        return "–"
+    return f"[green]{check.detail}[/]" if check.ok else f"[red]{check.detail}[/]"
+
+
+@app.command()
+@handles_errors
+def fetch(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose cells' weights and data to download.")],
+    sets: SetOption = None,
+    root: RootOption = None,
+    with_data: Annotated[
+        bool, typer.Option("--data/--no-data", help="Also download MVTec AD categories missing under data.root.")
+    ] = True,
+) -> None:
+    """Download what a config's cells need into the standard caches, for copying to an offline machine.
+
+    Uses timm's and anomalib's own download code; items already present are skipped.
+    See docs/offline.md for which folders to copy.
+    """
+    if not _USER_TQDM:
+        os.environ.pop("TQDM_DISABLE", None)  # show the download bars
+    from adrun import config as cfg
+    from adrun import fetch as fetch_lib
+
+    console = _console()
+    experiment = cfg.load_experiment(config, _overrides(sets, root, None))
+
+    def on_item(item, status):
+        if status == "present":
+            console.print(f"  [dim]have[/] {item.kind} {item.name} ({item.target})")
+        elif status == "start":
+            console.print(f"  [bold]get[/]  {item.kind} {item.name} -> {item.target}")
+        else:
+            console.print(f"  [green]ok[/]   {item.kind} {item.name}")
+
+    todo = fetch_lib.fetch(experiment, with_data=with_data, on_item=on_item)
+    console.print(f"{len(todo)} item(s) in place; copy the caches to the offline machine (docs/offline.md)")
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper

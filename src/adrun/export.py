@@ -39,6 +39,21 @@ def input_size(cell) -> int:
     return cell.model.image_size or 256
 
 
+def load_weights(model, ckpt: Path) -> None:
+    """The checkpoint's state into adrun's own build of the model, as Lightning's test does.
+
+    Not ``Engine.export(ckpt_path=...)``: that rebuilds the model from the saved
+    hyperparameters, which for a pretrained backbone means fetching its weights again.
+    """
+    import torch
+
+    # Our own checkpoint; Lightning's hold more than tensors (hyperparameters, callbacks).
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    model.on_load_checkpoint(state)
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+
+
 def export_run(run: Path, fmt: str, out: Path | None = None) -> Path:
     """Export the cell at ``run`` as ``fmt``; return the main exported file."""
     from adrun.run import _load, cell_log, exp_dir_of
@@ -53,6 +68,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None) -> Path:
         from adrun import registry
 
         model = registry.build_model(cell, exp_dir_of(run))
+        load_weights(model, ckpt)
         engine = registry.build_engine(cell, Path(tmp) / "anomalib")
         size = input_size(cell)
         path = engine.export(
@@ -61,7 +77,6 @@ def export_run(run: Path, fmt: str, out: Path | None = None) -> Path:
             export_root=Path(tmp),
             input_size=None if fmt == "torch" else (size, size),
             onnx_kwargs=None if fmt == "torch" else {"opset_version": OPSET},
-            ckpt_path=ckpt,
         )
         if path is None:
             raise ExportError(f"{run}: anomalib exported nothing as {fmt}; see {target / 'log.txt'}")

@@ -11,12 +11,14 @@ import errno
 import logging
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
+from adrun.preflight import sources
 from adrun.records import atomic_write, now, read_record, versions, write_record
 
 CHECKPOINT = "model.ckpt"
@@ -24,14 +26,21 @@ LOG = "log.txt"
 METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
-    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "anomalib", "timm",
-    "py.warnings", "adrun",
+    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+    "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
 )
 
 
 @contextlib.contextmanager
 def cell_log(folder: Path) -> Iterator[logging.Handler]:
     """Send the cell's library logs and warnings to ``<run>/log.txt`` for the cell's duration."""
+    # Lightning and friends add their console handlers when first imported: import them
+    # before the swap below, or a handler added later still prints to the terminal.
+    # Their import-time deprecation warnings concern anomalib's internals, not the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import anomalib.engine  # noqa: F401
+
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / LOG, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -68,6 +77,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "smoke": cell.smoke,
         "data_root": str(root),
         "config": cell.model_dump(mode="json"),
+        "weights": sources(cell.model),
         "versions": versions(),
         "metrics": {},
         "seconds": {},
@@ -101,13 +111,15 @@ def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
 
 def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
     """Fit and test one cell; write and return its record. Failures are recorded, then re-raised."""
-    from lightning.pytorch import seed_everything
-
     folder = Path(exp_dir) / "runs" / cell.label / cell.category
     record = base_record(cell, root)
     write_record(folder, record)
-    with cell_log(folder) as log:
-        try:
+    # Everything after the "running" record sits inside the try, so a Ctrl-C at any
+    # point (even while anomalib is still importing) ends as an "interrupted" record.
+    try:
+        with cell_log(folder):
+            from lightning.pytorch import seed_everything
+
             seed_everything(cell.seed, workers=True, verbose=False)
             datamodule, model, engine = _build(cell, root, exp_dir, folder)
             start = time.perf_counter()
@@ -117,42 +129,42 @@ def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
-            record.update(
-                status="success",
-                metrics=_metrics(results),
-                seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
-                checkpoint=CHECKPOINT,
-            )
-            sample_grid(record, engine, model, datamodule, cell, folder, log)
-        except (KeyboardInterrupt, SystemExit):
-            # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
-            record.update(status="interrupted", error="interrupted by the user")
-            raise KeyboardInterrupt from None
-        except OSError as exc:
-            record.update(status="failed", error=one_line(exc))
-            log.stream.write(traceback.format_exc())
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError(
-                    f"no space left on device while running {cell.label}/{cell.category}; "
-                    f"free space under {exp_dir} or set output: elsewhere, then rerun to resume"
-                ) from exc
-            raise
-        except Exception as exc:
-            record.update(status="failed", error=one_line(exc))
-            log.stream.write(traceback.format_exc())
-            raise
-        finally:
-            record["finished_at"] = now()
-            try:
-                write_record(folder, record)
-            except OSError:
-                pass  # disk full: the previous record.json stays whole
+            grid = sample_grid(engine, model, datamodule, cell, folder)
+        record.update(
+            status="success",
+            metrics=_metrics(results),
+            seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
+            checkpoint=CHECKPOINT,
+        )
+        note_samples(record, grid)
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
+        record.update(status="interrupted", error="interrupted by the user")
+        raise KeyboardInterrupt from None
+    except OSError as exc:
+        record.update(status="failed", error=one_line(exc))
+        _log_traceback(folder)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(
+                f"no space left on device while running {cell.label}/{cell.category}; "
+                f"free space under {exp_dir} or set output: elsewhere, then rerun to resume"
+            ) from exc
+        raise
+    except Exception as exc:
+        record.update(status="failed", error=one_line(exc))
+        _log_traceback(folder)
+        raise
+    finally:
+        record["finished_at"] = now()
+        try:
+            write_record(folder, record)
+        except OSError:
+            pass  # disk full: the previous record.json stays whole
     return record
 
 
-def sample_grid(record: dict[str, Any], engine, model, datamodule, cell: Cell, folder: Path,
-                log: logging.Handler) -> None:
-    """Write ``samples.png`` for a tested cell and note it (and its seconds) in the record.
+def sample_grid(engine, model, datamodule, cell: Cell, folder: Path) -> dict[str, Any]:
+    """Write ``samples.png`` for a tested cell; returns what ``note_samples`` puts in the record.
 
     A grid that cannot be drawn is logged and noted, never a reason to lose the fit.
     """
@@ -162,11 +174,24 @@ def sample_grid(record: dict[str, Any], engine, model, datamodule, cell: Cell, f
     try:
         write_samples(engine, model, datamodule, cell, folder / SAMPLES)
     except Exception as exc:
-        log.stream.write(traceback.format_exc())
-        record.update(samples=None, samples_error=one_line(exc))
-        return
-    record.update(samples=SAMPLES, samples_error=None)
-    record.setdefault("seconds", {})["samples"] = round(time.perf_counter() - start, 3)
+        # Through logging, not _log_traceback: cell_log's handler still holds log.txt open.
+        logging.getLogger("adrun").exception("sample grid failed")
+        return {"samples": None, "samples_error": one_line(exc), "seconds": None}
+    return {"samples": SAMPLES, "samples_error": None, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def note_samples(record: dict[str, Any], grid: dict[str, Any]) -> None:
+    record.update(samples=grid["samples"], samples_error=grid["samples_error"])
+    if grid["seconds"] is not None:
+        record.setdefault("seconds", {})["samples"] = grid["seconds"]
+
+
+def _log_traceback(folder: Path) -> None:
+    try:
+        with open(folder / LOG, "a", encoding="utf-8") as log:
+            log.write(traceback.format_exc())
+    except OSError:
+        pass
 
 
 def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
@@ -174,7 +199,12 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
         raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
-    return record, Cell.model_validate(record["config"]), ckpt
+    cell = Cell.model_validate(record["config"])
+    if cell.model.name == "patchcore":
+        # The checkpoint holds the backbone's weights: build it untrained, so test and
+        # predict never reach for the hub or for the original weights file.
+        cell = cell.model_copy(update={"model": cell.model.model_copy(update={"pre_trained": False, "weights": None})})
+    return record, cell, ckpt
 
 
 def exp_dir_of(run: Path) -> Path:
@@ -187,14 +217,15 @@ def test_run(run: Path) -> dict[str, Any]:
     run = Path(run)
     record, cell, ckpt = _load(run)
     root = Path(record["data_root"])
-    with cell_log(run) as log:
+    with cell_log(run):
         datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
-        sample_grid(record, engine, model, datamodule, cell, run, log)
+        grid = sample_grid(engine, model, datamodule, cell, run)
     record["metrics"] = _metrics(results)
     record["seconds"]["test"] = round(test_s, 3)
+    note_samples(record, grid)
     record["tested_at"] = now()
     write_record(run, record)
     return record
