@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install adrun with its test tools
+setup: $(STAMP) ## Create .venv and install adrun with its test tools and Ray
 
 demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo
 	$(BIN)/adrun sweep configs/demo.yaml

@@ -27,3 +27,7 @@ class RunError(AdrunError):
 
 class DiskFullError(AdrunError):
     """The disk filled up while a cell was writing; names the cell."""
+
+
+class ClusterError(AdrunError):
+    """``--backend ray``: Ray is missing, the cluster is unreachable, or a node cannot see the files."""
