@@ -228,3 +228,35 @@ def test_losing_a_node_mid_cell_costs_that_cell_one_retry(tmp_path, cluster, ref
     assert tries[0]["node"] == WORKER_IP and tries[1]["node"] != WORKER_IP
     assert f"retry patchcore / {victim}: attempt 2 on {tries[1]['node']}" in out
     assert tables(exp) == tables(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_first_sigint_records_interrupted_as_locally(tmp_path, cluster):
+    config = sweep_config(tmp_path)
+    exp = tmp_path / "results" / "tiny"
+    proc = adrun("sweep", config, "--backend", "ray", "--address", cluster.address)
+    wait_for(lambda: any((record(exp, c) or {}).get("status") == "running" for c in CATEGORIES))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    states = {c: (record(exp, c) or {}).get("status") for c in CATEGORIES}
+    assert "interrupted" in states.values() and "running" not in states.values(), states
+    assert "run the same command again to resume" in out
+    rerun = adrun("sweep", config, "--backend", "ray", "--address", cluster.address)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    assert [record(exp, c)["status"] for c in CATEGORIES] == ["success"] * 3
+
+
+def test_cells_get_a_gpu_each_or_a_split_of_the_smallest_cpu_node():
+    from adrun.errors import ClusterError
+    from adrun.ray_backend import Node, resources
+
+    cpu = [Node("a" * 56, "10.0.0.1", 0, 0), Node("b" * 56, "10.0.0.2", 8, 0), Node("c" * 56, "10.0.0.3", 16, 0)]
+    assert resources(cpu, jobs=1) == {"num_gpus": 0, "num_cpus": 8}
+    assert resources(cpu, jobs=3) == {"num_gpus": 0, "num_cpus": 2}
+    assert resources(cpu, jobs=64) == {"num_gpus": 0, "num_cpus": 1}
+    assert resources([*cpu, Node("d" * 56, "10.0.0.4", 8, 4)], jobs=1) == {"num_gpus": 1, "num_cpus": 1}
+    with pytest.raises(ClusterError, match="no node with a CPU or GPU"):
+        resources(cpu[:1], jobs=1)

@@ -185,7 +185,7 @@ def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
     import torch
 
     from adrun.config import Cell
-    from adrun.run import run_cell
+    from adrun.run import base_record, run_cell
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus:
@@ -199,8 +199,12 @@ def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
         run_cell(cell, Path(root), Path(exp_dir), sink=lambda folder, record: kept.update(record=record))
     except AdrunError as exc:
         fatal = str(exc)  # disk full: every later cell would fail the same way
-    except (Exception, KeyboardInterrupt):
-        pass  # recorded as failed or interrupted by run_cell
+    except KeyboardInterrupt:  # ray.cancel: the user pressed Ctrl-C on the driver
+        if "record" not in kept:  # before run_cell began its record
+            kept["record"] = {**base_record(cell, Path(root)), "status": "interrupted",
+                              "error": "interrupted by the user", "finished_at": now()}
+    except Exception:
+        pass  # recorded as failed by run_cell
     record = kept["record"]
     record.update(node=ip, attempts=attempt)
     return {"record": record, "fatal": fatal}
@@ -296,7 +300,7 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
         pending[task.remote(cell.model_dump(mode="json"), str(the_plan.root), str(exp_dir))] = cell
     seen: dict[str, int] = {}  # cell name -> attempts already reported
     order: dict[str, int] = {}  # cell name -> its number in the progress view
-    stop = {"now": False, "cancelled": False}
+    stop = {"now": False, "cancelled": False, "user": False}
 
     def name(cell: Cell) -> str:
         return f"{cell.label}/{cell.category}"
@@ -319,7 +323,7 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
                 ray.cancel(ref)
 
     fatal = None
-    with Interrupts(on_first=lambda: stop.update(now=True)):
+    with Interrupts(on_first=lambda: stop.update(now=True, user=True)):
         while pending:
             if stop["now"] and not stop["cancelled"]:
                 stop["cancelled"] = True
@@ -332,15 +336,16 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
                 attempts = poll(cell)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.TaskCancelledError:
-                    if not attempts:
-                        continue  # never started: like a local cell after the stop, no record
-                    record = _driver_record(cell, the_plan, "interrupted", "interrupted by the user", attempts)
                 except ray.exceptions.RayError as exc:
-                    # Retries used up (the node died again and again) or the task could not run at all.
-                    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-                    error = f"ray: {type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
-                    record = _driver_record(cell, the_plan, "failed", error, attempts)
+                    if stop["user"] or isinstance(exc, ray.exceptions.TaskCancelledError):
+                        if not attempts:
+                            continue  # never started: like a local cell after the stop, no record
+                        record = _driver_record(cell, the_plan, "interrupted", "interrupted by the user", attempts)
+                    else:
+                        # Retries used up (the node died again and again) or the task could not run at all.
+                        text = [line for line in str(exc).strip().splitlines() if line.strip()]
+                        error = f"ray: {type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+                        record = _driver_record(cell, the_plan, "failed", error, attempts)
                 else:
                     record, fatal = result["record"], result["fatal"]
                 write_record(run_dir(exp_dir, cell.label, cell.category), record)
