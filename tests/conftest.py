@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+# huggingface_hub reads HF_HUB_OFFLINE once, at import: set it before any test module imports timm.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +21,8 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME"):
         monkeypatch.setenv(var, str(home / var.lower()))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # adrun's preflight probes hosts with a TCP connect; tests never do (see test_preflight).
+    monkeypatch.setenv("ADRUN_OFFLINE", "1")
     monkeypatch.delenv("ADRUN_DATA_ROOT", raising=False)
 
 

@@ -121,14 +121,38 @@ def test_predict_on_a_folder(swept, tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     """Running a cell twice with the same config gives identical metrics on CPU."""
     raw = tiny_raw(tmp_path / "a")
-    raw["models"] = raw["models"][:1]
     first = invoke("sweep", write_yaml(tmp_path / "a.yaml", raw))
     raw["output"] = str(tmp_path / "b")
     second = invoke("sweep", write_yaml(tmp_path / "b.yaml", raw))
     assert first.exit_code == second.exit_code == 0
-    a = json.loads((tmp_path / "a/tiny/runs/patchcore/tile/record.json").read_text())["metrics"]
-    b = json.loads((tmp_path / "b/tiny/runs/patchcore/tile/record.json").read_text())["metrics"]
-    assert a == b
+    for label in ("patchcore", "efficient_ad"):
+        a = json.loads((tmp_path / f"a/tiny/runs/{label}/tile/record.json").read_text())["metrics"]
+        b = json.loads((tmp_path / f"b/tiny/runs/{label}/tile/record.json").read_text())["metrics"]
+        assert a == b and len(a) == 4, label
+
+
+@pytest.mark.slow
+def test_folder_format_reads_other_image_types(tmp_path):
+    """format: folder takes the MVTec layout with any image type (here JPEG images, PNG masks)."""
+    from PIL import Image
+
+    from adrun import synthetic
+
+    png = synthetic.make_dataset(tmp_path / "png", ["tile"], seed=3, image_size=64, n_train=6, n_test_good=3,
+                                 n_test_defect=1)
+    for path in png.rglob("*.png"):
+        target = tmp_path / "jpg" / path.relative_to(png)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "ground_truth" in path.parts:
+            target.write_bytes(path.read_bytes())
+        else:
+            Image.open(path).save(target.with_suffix(".jpg"), quality=95)
+    raw = tiny_raw(tmp_path / "r", format="folder", root=str(tmp_path / "jpg"))
+    raw["models"] = raw["models"][:1]
+    result = invoke("sweep", write_yaml(tmp_path / "c.yaml", raw))
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r/tiny/runs/patchcore/tile/record.json").read_text())
+    assert record["status"] == "success" and record["metrics"]["pixel_AUROC"] > 0.6
 
 
 @pytest.mark.parametrize(
@@ -206,3 +230,20 @@ def test_help_imports_no_heavy_library():
     for command in ("sweep", "train", "test", "predict", "table", "make-data"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.slow
+def test_test_and_predict_need_no_weights_beyond_the_checkpoint(swept, tmp_path):
+    """A cell trained with pretrained weights re-tests offline: the checkpoint holds the backbone."""
+    import shutil
+
+    base, _, _ = swept
+    run = tmp_path / "exp/runs/patchcore/tile"
+    shutil.copytree(base / "results/tiny/runs/patchcore/tile", run)
+    record = json.loads((run / "record.json").read_text())
+    record["config"]["model"]["pre_trained"] = True  # nothing is cached and HF_HUB_OFFLINE=1
+    (run / "record.json").write_text(json.dumps(record))
+    result = invoke("test", run)
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "record.json").read_text())
+    assert after["metrics"]["pixel_AUROC"] == pytest.approx(record["metrics"]["pixel_AUROC"], abs=1e-6)

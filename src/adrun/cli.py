@@ -22,6 +22,8 @@ from adrun import __version__
 from adrun.errors import AdrunError
 
 # anomalib's tqdm bars (coreset, teacher statistics) would tear through rich's progress.
+# `adrun fetch` wants the download bars back, unless the user asked for silence.
+_USER_TQDM = "TQDM_DISABLE" in os.environ
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 app = typer.Typer(
@@ -45,14 +47,12 @@ RootOption = Annotated[
     Path | None,
     typer.Option("--root", envvar="ADRUN_DATA_ROOT", help="Dataset root (overrides data.root)."),
 ]
+OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
 
 
 class Backend(str, enum.Enum):
     local = "local"
     ray = "ray"
-
-
-OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
 
 
 def _fail(message: str, code: int) -> None:
@@ -228,7 +228,9 @@ def sweep(
                                  "or $RAY_ADDRESS) or HOST:PORT of the head node.")
     ] = None,
 ) -> None:
-    """Run every model x category cell of an experiment config and write its tables.
+    """Run every model x category cell of a config.
+
+    Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
     With --backend ray every node must see the dataset and the output folder at the same paths
@@ -278,14 +280,17 @@ def train(
             raw["models"][0]["train_batch_size"] = 1
     raw.setdefault("data", {})
     raw["data"] = {**(raw["data"] or {}), "categories": [category]}
-    experiment = cfg.load_experiment(raw=raw, overrides=_overrides(sets, root, output))
+    experiment = cfg.load_experiment(config, raw=raw, overrides=_overrides(sets, root, output))
     _run_plan(sweep_lib.plan(experiment, smoke=smoke), force=True)
 
 
 @app.command("test")
 @handles_errors
 def test_command(run: Annotated[Path, typer.Argument(help="A run folder: <exp>/runs/<label>/<category>.")]) -> None:
-    """Test again from a cell's saved checkpoint and refresh its record and the tables."""
+    """Test a cell again from its checkpoint.
+
+    Refreshes the cell's record and the experiment's tables.
+    """
     from adrun.run import exp_dir_of, test_run
     from adrun.tables import write_tables
 
@@ -304,7 +309,10 @@ def predict(
         Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
     ] = None,
 ) -> None:
-    """Score images with a trained cell: scores.csv plus one anomaly-map overlay PNG per image."""
+    """Score images with a trained cell.
+
+    Writes scores.csv (path, image score, predicted label) and one anomaly-map overlay PNG per image.
+    """
     from adrun.run import predict as predict_run
 
     out = predict_run(run, source, output)
@@ -314,7 +322,10 @@ def predict(
 @app.command()
 @handles_errors
 def table(results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")]) -> None:
-    """Rebuild every table of an experiment (metrics.csv, pixel/image AUROC) from its records."""
+    """Rebuild an experiment's tables from its records.
+
+    Rewrites metrics.csv, pixel_auroc.{csv,md} and image_auroc.{csv,md}.
+    """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
@@ -335,7 +346,10 @@ def make_data(
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     n_train: Annotated[int, typer.Option("--n-train", help="Training (good) images per category.")] = 16,
 ) -> None:
-    """Write the synthetic dataset (tile, leather, grid textures with defects) in MVTec AD layout."""
+    """Write the synthetic dataset in MVTec AD layout.
+
+    Tile, leather and grid textures with scratch, hole, stain and broken-pattern defects and exact masks.
+    """
     from adrun import synthetic
 
     names = categories or list(synthetic.CATEGORIES)
@@ -344,6 +358,85 @@ def make_data(
         raise AdrunError(f"--categories: unknown {unknown[0]!r}; choose from {', '.join(synthetic.CATEGORIES)}")
     synthetic.make_dataset(out, names, seed=seed, image_size=image_size, n_train=n_train)
     typer.echo(f"wrote {', '.join(names)} to {out}")
+
+
+@app.command()
+@handles_errors
+def doctor(
+    config: Annotated[Path | None, typer.Argument(help="Experiment YAML: also check each of its cells.")] = None,
+    sets: SetOption = None,
+    root: RootOption = None,
+) -> None:
+    """Show versions, the accelerator, the caches and the network; with a config, whether each cell can run.
+
+    Exits 2 when any cell of the config cannot run, naming what is missing and its fixes.
+    """
+    from rich.table import Table
+
+    from adrun import config as cfg
+    from adrun import preflight
+
+    console = _console()
+    env = Table(show_header=False, box=None)
+    for name, value in preflight.environment():
+        env.add_row(f"[bold]{name}[/]", value)
+    console.print(env)
+    if config is None:
+        return
+    experiment = cfg.load_experiment(config, _overrides(sets, root, None))
+    reports = preflight.doctor_cells(experiment)
+    view = Table(title=f"{experiment.name}: {len(reports)} cells")
+    for column in ("cell", "dataset", "weights", "teacher", "imagenette", "ready"):
+        view.add_column(column)
+    for r in reports:
+        shown = [_mark(r.checks.get(k)) for k in ("dataset", "weights", "teacher", "imagenette")]
+        view.add_row(f"{r.label}/{r.category}", *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
+    console.print(view)
+    problems = preflight.problems(reports)
+    if problems:
+        _fail("\n".join(problems), 2)
+    console.print("every cell can run")
+
+
+def _mark(check) -> str:
+    if check is None:
+        return "–"
+    return f"[green]{check.detail}[/]" if check.ok else f"[red]{check.detail}[/]"
+
+
+@app.command()
+@handles_errors
+def fetch(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose cells' weights and data to download.")],
+    sets: SetOption = None,
+    root: RootOption = None,
+    with_data: Annotated[
+        bool, typer.Option("--data/--no-data", help="Also download MVTec AD categories missing under data.root.")
+    ] = True,
+) -> None:
+    """Download what a config's cells need into the standard caches, for copying to an offline machine.
+
+    Uses timm's and anomalib's own download code; items already present are skipped.
+    See docs/offline.md for which folders to copy.
+    """
+    if not _USER_TQDM:
+        os.environ.pop("TQDM_DISABLE", None)  # show the download bars
+    from adrun import config as cfg
+    from adrun import fetch as fetch_lib
+
+    console = _console()
+    experiment = cfg.load_experiment(config, _overrides(sets, root, None))
+
+    def on_item(item, status):
+        if status == "present":
+            console.print(f"  [dim]have[/] {item.kind} {item.name} ({item.target})")
+        elif status == "start":
+            console.print(f"  [bold]get[/]  {item.kind} {item.name} -> {item.target}")
+        else:
+            console.print(f"  [green]ok[/]   {item.kind} {item.name}")
+
+    todo = fetch_lib.fetch(experiment, with_data=with_data, on_item=on_item)
+    console.print(f"{len(todo)} item(s) in place; copy the caches to the offline machine (docs/offline.md)")
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper

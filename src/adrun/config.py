@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from adrun import __version__
 from adrun.errors import ConfigError
@@ -92,13 +101,30 @@ class PatchcoreConfig(_ModelBase):
     # torchvision weights the PatchCore paper used; timm's bare name resolves elsewhere.
     backbone: str = "wide_resnet50_2"
     layers: list[str] = Field(default_factory=lambda: ["layer2", "layer3"])
+    # true: timm's pretrained weights from the Hugging Face cache (downloaded when
+    # missing and online). false: untrained backbone, an explicit choice the record keeps.
     pre_trained: bool = True
+    # A local state dict (.pth/.pt/.safetensors) of the timm backbone: no hub access at
+    # all, for machines without internet. Overrides the cache; see docs/offline.md.
+    weights: Path | None = None
     coreset_sampling_ratio: float = Field(0.1, gt=0, le=1)
     num_neighbors: int = Field(9, ge=1)
     # fast: adrun's exact sampler (same picks); anomalib: the stock KCenterGreedy.
     coreset: Literal["fast", "anomalib"] = "fast"
     # Center crop after resize, as in the paper (256 -> 224). None: no crop.
     center_crop: int | None = Field(None, ge=32)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value, info: ValidationInfo):
+        if value is None:
+            return value
+        if value.suffix not in (".pth", ".pt", ".safetensors"):
+            raise ValueError("must be a .pth, .pt or .safetensors state dict file")
+        # A file loaded into a backbone declared untrained would hide one of the two wishes.
+        if info.data.get("pre_trained") is False:
+            raise ValueError("contradicts pre_trained: false; drop one of the two")
+        return value
 
 
 class EfficientAdConfig(_ModelBase):
@@ -146,6 +172,8 @@ class Experiment(_Strict):
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
     # The model entries as written, grids included; model_entries() expands them.
     _raw_models: list[dict] = PrivateAttr(default_factory=list)
+    # The file it was read from, for messages that name it (`adrun fetch <file>`).
+    _source: str | None = PrivateAttr(None)
 
 
 class Cell(_Strict):
@@ -254,7 +282,9 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     if raw is None:
         raw = read_yaml(path)
     raw = apply_overrides(raw, overrides or [])
-    return validate(raw, source)
+    experiment = validate(raw, source)
+    experiment._source = str(path) if path is not None else None
+    return experiment
 
 
 def validate(raw: dict[str, Any], source: str = "config") -> Experiment:

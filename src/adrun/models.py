@@ -13,23 +13,30 @@ from pathlib import Path
 import torch
 from anomalib.models import EfficientAd, Patchcore
 
-from adrun.errors import WeightsError
-
 logger = logging.getLogger(__name__)
 
 TEACHER_CHOICES = ("auto", "random")
 
 
 class AdrunPatchcore(Patchcore):
-    """Patchcore whose coreset step is chosen by ``coreset``.
+    """Patchcore whose coreset step is chosen by ``coreset`` and whose backbone may come from a file.
 
     ``coreset="fast"`` uses adrun's exact k-center-greedy (same picks as anomalib's,
     fewer bytes touched per pick); ``coreset="anomalib"`` keeps the stock sampler.
+    ``weights``: a local state dict for the timm backbone. The backbone is then built
+    untrained (no hub access at all) and the file loaded into it.
     """
 
-    def __init__(self, *args, coreset: str = "fast", **kwargs) -> None:
+    def __init__(self, *args, coreset: str = "fast", weights: str | Path | None = None, **kwargs) -> None:
+        if weights is not None:
+            kwargs["pre_trained"] = False
         super().__init__(*args, **kwargs)
         self.coreset = coreset
+        if weights is not None:
+            from adrun.weights import load_backbone
+
+            extractor = self.model.feature_extractor
+            load_backbone(extractor, str(extractor.backbone), Path(weights))
 
     def fit(self) -> None:
         # Same steps as PatchcoreModel.subsample_embedding, with the sampler swapped.
@@ -63,22 +70,21 @@ class AdrunEfficientAd(EfficientAd):
         elif self.teacher == "random":
             logger.warning("EfficientAd: random teacher (teacher: random) - results are fit for smoke tests only.")
         else:
-            load_teacher(self.model.teacher, Path(self.teacher), device=self.device)
+            size = getattr(self.model_size, "value", self.model_size)
+            load_teacher(self.model.teacher, Path(self.teacher), device=self.device, model_size=str(size))
 
 
-def load_teacher(teacher: torch.nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
+def load_teacher(teacher: torch.nn.Module, path: Path, device: torch.device | str = "cpu",
+                 model_size: str = "small") -> None:
     """Load a teacher state dict from ``path``, turning every mismatch into a ``WeightsError``."""
-    if not path.is_file():
-        raise WeightsError(f"teacher file {path} does not exist: set models.N.teacher to a .pth file, or 'auto'")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # truncated or not a torch file
-        raise WeightsError(f"teacher file {path} cannot be read ({type(exc).__name__}): re-download it") from exc
-    try:
-        teacher.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"teacher file {path} does not fit this model_size ({first}): use the matching "
-            "pretrained_teacher_<size>.pth"
-        ) from exc
+    from adrun.weights import teacher_state
+
+    state = teacher_state(Path(path), model_size, _out_channels(teacher))
+    teacher.load_state_dict(state)
+    teacher.to(device)
+
+
+def _out_channels(teacher: torch.nn.Module) -> int:
+    # The last conv of either PDN size produces the teacher's output channels.
+    convs = [m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d)]
+    return convs[-1].out_channels

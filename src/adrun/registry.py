@@ -87,6 +87,7 @@ def _patchcore(cfg: PatchcoreConfig, exp_dir: Path) -> AdrunPatchcore:
         backbone=cfg.backbone,
         layers=list(cfg.layers),
         pre_trained=cfg.pre_trained,
+        weights=cfg.weights,
         coreset_sampling_ratio=cfg.coreset_sampling_ratio,
         num_neighbors=cfg.num_neighbors,
         coreset=cfg.coreset,

@@ -11,12 +11,14 @@ import errno
 import logging
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
+from adrun.preflight import sources
 from adrun.records import atomic_write, now, read_record, versions, write_record
 
 CHECKPOINT = "model.ckpt"
@@ -24,14 +26,21 @@ LOG = "log.txt"
 METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
-    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "anomalib", "timm",
-    "py.warnings", "adrun",
+    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+    "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
 )
 
 
 @contextlib.contextmanager
 def cell_log(folder: Path) -> Iterator[logging.Handler]:
     """Send the cell's library logs and warnings to ``<run>/log.txt`` for the cell's duration."""
+    # Lightning and friends add their console handlers when first imported: import them
+    # before the swap below, or a handler added later still prints to the terminal.
+    # Their import-time deprecation warnings concern anomalib's internals, not the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import anomalib.engine  # noqa: F401
+
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / LOG, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -68,6 +77,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "smoke": cell.smoke,
         "data_root": str(root),
         "config": cell.model_dump(mode="json"),
+        "weights": sources(cell.model),
         "versions": versions(),
         "metrics": {},
         "seconds": {},
@@ -161,7 +171,12 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
         raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
-    return record, Cell.model_validate(record["config"]), ckpt
+    cell = Cell.model_validate(record["config"])
+    if cell.model.name == "patchcore":
+        # The checkpoint holds the backbone's weights: build it untrained, so test and
+        # predict never reach for the hub or for the original weights file.
+        cell = cell.model_copy(update={"model": cell.model.model_copy(update={"pre_trained": False, "weights": None})})
+    return record, cell, ckpt
 
 
 def exp_dir_of(run: Path) -> Path:

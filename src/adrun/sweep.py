@@ -24,7 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from adrun import data
+from adrun import data, preflight
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import AdrunError, ConfigError
 from adrun.records import RECORD, run_dir
@@ -51,7 +51,7 @@ class Outcome:
 
 
 def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None) -> Plan:
-    """Resolve data, expand cells, check every cell before any runs."""
+    """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs."""
     exp_dir = experiment_dir(experiment, smoke)
     root, categories = data.prepare(experiment, exp_dir)
     _check_output(exp_dir, root)
@@ -66,6 +66,7 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
                 f"{cell.label}: EfficientAd trains with batch size 1 (paper setting, enforced by anomalib); "
                 "set train_batch_size: 1 on that model entry"
             )
+    preflight.require(experiment, cells, root)
     return Plan(experiment, exp_dir, root, cells, smoke)
 
 

@@ -1,0 +1,49 @@
+"""Refresh the generated parts of README.md from real output (run after `make demo`).
+
+- between <!-- demo-table:start --> and <!-- demo-table:end -->: results/demo/pixel_auroc.md
+  and the cells' own timings from their records;
+- between <!-- help:start --> and <!-- help:end -->: `adrun --help`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def splice(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        sys.exit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main() -> None:
+    demo = REPO / "results" / "demo"
+    table = (demo / "pixel_auroc.md").read_text()
+    records = [json.loads(p.read_text()) for p in sorted(demo.glob("runs/*/*/record.json"))]
+    seconds = sum(r["seconds"].get("total", 0.0) for r in records if r["status"] == "success")
+    versions = records[0]["versions"] if records else {}
+    note = (
+        f"\n{len(records)} cells, {seconds:.0f} s of fit + test in total on this project's 2-core CPU machine "
+        f"(anomalib {versions.get('anomalib', '?')}, torch {versions.get('torch', '?')}).\n"
+    )
+    help_text = subprocess.run(
+        [sys.executable, "-m", "adrun.cli", "--help"], capture_output=True, text=True, check=True,
+        env={"COLUMNS": "100", "PATH": ""},
+    ).stdout
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    text = splice(text, "demo-table", table + note)
+    text = splice(text, "help", "```\n" + help_text.rstrip() + "\n```\n")
+    readme.write_text(text)
+    print(f"README.md refreshed from {demo}")
+
+
+if __name__ == "__main__":
+    main()
