@@ -14,6 +14,7 @@ stricter (ray - local --jobs 1 / 2) / cells against a perfect two-way split.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="adrun-bench-ray-"))
     work.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp")))
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp")))  # short: socket paths
     start = time.perf_counter()
     address = cluster.start_head(cpus=1)
     cluster.add_node("worker", "127.0.0.3", cpus=1)
@@ -71,6 +72,7 @@ def main() -> None:
             times["ray"].append(sweep(work, f"ray-{i}", "--backend", "ray", "--address", address))
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
     t = {k: statistics.median(v) for k, v in times.items()}
     print(f"{CELLS}-cell sweep, wall time (median of {args.repeats}); cluster start, not timed: {started:.1f} s")
     print(f"  local --jobs 1:            {t['jobs1']:6.2f} s")

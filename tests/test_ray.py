@@ -105,6 +105,17 @@ def test_address_needs_the_ray_backend(tmp_path):
     assert result.stderr == "adrun: error: --address: only with --backend ray\n"
 
 
+def test_an_address_where_no_head_answers_fails_fast(tmp_path):
+    from ray_cluster import free_port
+
+    address = f"127.0.0.2:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    result = CliRunner().invoke(app, ["sweep", str(sweep_config(tmp_path, categories=["tile"])),
+                                      "--backend", "ray", "--address", address])
+    assert result.exit_code == 2 and time.monotonic() - start < 30
+    assert result.stderr.startswith(f"adrun: error: --address {address}: no Ray head answers there (")
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_sweep_gives_the_local_tables_cell_by_cell(tmp_path, cluster, reference):

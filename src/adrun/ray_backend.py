@@ -41,6 +41,7 @@ ATTEMPTS = "attempts.jsonl"
 # Ray retries a task whose node or worker process died; a third death fails the cell.
 MAX_RETRIES = 2
 PREFLIGHT_TIMEOUT_S = 120
+CONNECT_TIMEOUT_S = 5
 POLL_S = 0.5
 INSTALL = "pip install 'adrun[ray]'"
 DOCS = "docs/many-machines.md"
@@ -95,6 +96,8 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     ray = _ray()
     opened = not ray.is_initialized()
     if opened:
+        if address and address != "auto":
+            _reachable(address)
         try:
             ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -113,6 +116,21 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     finally:
         if opened:
             ray.shutdown()
+
+
+def _reachable(address: str) -> None:
+    """Fail in seconds, not minutes: Ray's own client retries a dead address for a long time."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"--address {address}: no Ray head answers there ({getattr(exc, 'strerror', None) or exc}); "
+            f"start one with `ray start --head`, or pass the HOST:PORT it printed (see {DOCS})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- on the nodes
