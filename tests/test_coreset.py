@@ -94,6 +94,12 @@ def test_fast_picks_equal_stock(gathered_calls, make, n, dim, ratio, seed, prune
         assert min(gathered_calls) < n / 10
 
 
+def test_thread_count_is_restored():
+    threads = torch.get_num_threads()
+    picks(FastKCenterGreedy, low_rank(4200, 64, 11), 0.01, 11)
+    assert torch.get_num_threads() == threads
+
+
 def test_float64_and_unprojected_embeddings(gathered_calls):
     embedding = low_rank(4200, 96, 7).double()
     assert picks(FastKCenterGreedy, embedding, 0.03, 7) == picks(KCenterGreedy, embedding, 0.03, 7)

@@ -90,21 +90,30 @@ def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path, reference):
     assert tables(exp) == tables(reference)
 
 
-def test_first_sigint_records_interrupted_and_keeps_tables_valid(tmp_path):
+@pytest.mark.parametrize("phase", ["build", "fit"])
+def test_first_sigint_records_interrupted_and_keeps_tables_valid(tmp_path, phase):
+    """Ctrl-C while the cell is still importing/building, or inside Lightning's fit loop
+    (which turns it into SystemExit): either way the running cell ends up interrupted."""
     config = sweep_config(tmp_path)
     exp = tmp_path / "results" / "tiny"
+    log = exp / "runs/patchcore/tile/log.txt"
     proc = adrun("sweep", config)
-    wait_for(lambda: (r := record(exp, "tile")) is not None and r["status"] == "running")
-    time.sleep(1.5)
+    if phase == "build":
+        wait_for(lambda: (r := record(exp, "tile")) is not None and r["status"] == "running")
+    else:  # Lightning logs the accelerator when its Trainer starts
+        wait_for(lambda: log.exists() and "GPU available" in log.read_text())
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "interrupted" in out
-    tile = record(exp, "tile")
-    assert tile["status"] == "interrupted" and tile["error"] == "interrupted by the user"
-    assert record(exp, "leather") is None  # the sweep stopped after the current cell
+    statuses = [(record(exp, c) or {}).get("status") for c in CATEGORIES]
+    # The cell running at the signal is interrupted, the ones before it finished, none after started.
+    stopped = statuses.index("interrupted")
+    assert statuses[:stopped] == ["success"] * stopped and statuses[stopped + 1:] == [None] * (2 - stopped)
+    assert record(exp, CATEGORIES[stopped])["error"] == "interrupted by the user"
     table = pd.read_csv(exp / "pixel_auroc.csv", index_col=0)
-    assert list(table.index) == ["tile", "mean"] and table["patchcore"].isna().all()
+    assert list(table.index) == [*CATEGORIES[:stopped + 1], "mean"]
+    assert table["patchcore"].notna().sum() == stopped + (stopped > 0)  # finished cells and their mean
 
 
 def test_a_failing_cell_does_not_stop_the_others_and_is_retried(tmp_path):

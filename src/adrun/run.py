@@ -118,13 +118,15 @@ def run_cell(
     default it writes ``record.json``; a Ray task passes one that keeps the record in memory,
     because there only the driver writes records.
     """
-    from lightning.pytorch import seed_everything
-
     folder = Path(exp_dir) / "runs" / cell.label / cell.category
     record = base_record(cell, root)
     sink(folder, record)
-    with cell_log(folder) as log:
-        try:
+    # Everything after the "running" record sits inside the try, so a Ctrl-C at any
+    # point (even while anomalib is still importing) ends as an "interrupted" record.
+    try:
+        with cell_log(folder):
+            from lightning.pytorch import seed_everything
+
             seed_everything(cell.seed, workers=True, verbose=False)
             datamodule, model, engine = _build(cell, root, exp_dir, folder)
             start = time.perf_counter()
@@ -134,36 +136,44 @@ def run_cell(
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
-            record.update(
-                status="success",
-                metrics=_metrics(results),
-                seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
-                checkpoint=CHECKPOINT,
-            )
-        except (KeyboardInterrupt, SystemExit):
-            # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
-            record.update(status="interrupted", error="interrupted by the user")
-            raise KeyboardInterrupt from None
-        except OSError as exc:
-            record.update(status="failed", error=one_line(exc))
-            log.stream.write(traceback.format_exc())
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError(
-                    f"no space left on device while running {cell.label}/{cell.category}; "
-                    f"free space under {exp_dir} or set output: elsewhere, then rerun to resume"
-                ) from exc
-            raise
-        except Exception as exc:
-            record.update(status="failed", error=one_line(exc))
-            log.stream.write(traceback.format_exc())
-            raise
-        finally:
-            record["finished_at"] = now()
-            try:
-                sink(folder, record)
-            except OSError:
-                pass  # disk full: the previous record.json stays whole
+        record.update(
+            status="success",
+            metrics=_metrics(results),
+            seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
+            checkpoint=CHECKPOINT,
+        )
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
+        record.update(status="interrupted", error="interrupted by the user")
+        raise KeyboardInterrupt from None
+    except OSError as exc:
+        record.update(status="failed", error=one_line(exc))
+        _log_traceback(folder)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(
+                f"no space left on device while running {cell.label}/{cell.category}; "
+                f"free space under {exp_dir} or set output: elsewhere, then rerun to resume"
+            ) from exc
+        raise
+    except Exception as exc:
+        record.update(status="failed", error=one_line(exc))
+        _log_traceback(folder)
+        raise
+    finally:
+        record["finished_at"] = now()
+        try:
+            sink(folder, record)
+        except OSError:
+            pass  # disk full: the previous record.json stays whole
     return record
+
+
+def _log_traceback(folder: Path) -> None:
+    try:
+        with open(folder / LOG, "a", encoding="utf-8") as log:
+            log.write(traceback.format_exc())
+    except OSError:
+        pass
 
 
 def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:

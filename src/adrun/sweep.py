@@ -197,7 +197,10 @@ def _serial(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> 
                 record = run_cell(cell, the_plan.root, the_plan.exp_dir)
             except KeyboardInterrupt:
                 interrupts.arm()
-                finished(cell, _record_of(cell, the_plan.exp_dir))
+                try:
+                    finished(cell, _record_of(cell, the_plan.exp_dir))
+                except (OSError, json.JSONDecodeError):
+                    raise KeyboardInterrupt from None  # before the cell wrote its first record
                 return
             except AdrunError:
                 raise  # disk full and the like: every later cell would fail the same way
