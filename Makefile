@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[test,export]'
+	$(BIN)/python -m pip install -q -e '.[test,ray,export]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install adrun with its test and export tools
+setup: $(STAMP) ## Create .venv and install adrun with its test tools, Ray and the export extra
 
 demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo (report.html)
 	$(BIN)/adrun sweep configs/demo.yaml

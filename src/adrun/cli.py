@@ -8,6 +8,8 @@ anomalib, torch and lightning are imported inside the commands that need them, s
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import functools
 import os
 import sys
@@ -46,6 +48,11 @@ RootOption = Annotated[
     typer.Option("--root", envvar="ADRUN_DATA_ROOT", help="Dataset root (overrides data.root)."),
 ]
 OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
+
+
+class Backend(str, enum.Enum):
+    local = "local"
+    ray = "ray"
 
 
 def _fail(message: str, code: int) -> None:
@@ -101,7 +108,10 @@ def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -
     return out
 
 
-def _run_plan(the_plan, force: bool = False, fail_fast: bool = False, jobs: int = 1) -> None:
+def _run_plan(
+    the_plan, force: bool = False, fail_fast: bool = False, jobs: int = 1, backend: str = "local",
+    address: str | None = None,
+) -> None:
     """Run a plan with per-cell progress, then print the summary table; exit 1 if a cell failed."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -121,12 +131,20 @@ def _run_plan(the_plan, force: bool = False, fail_fast: bool = False, jobs: int 
         TimeElapsedColumn(), console=console, transient=False,
     )
     task = progress.add_task("starting", total=len(the_plan.cells))
+    running: dict[str, str] = {}  # the cells running now, with the node each runs on
 
-    def on_start(cell, i, total):
-        progress.update(task, description=f"{cell.label} / {cell.category}")
+    def on_start(cell, i, total, node=None, attempt=1):
+        name = f"{cell.label} / {cell.category}"
+        if attempt > 1:
+            progress.console.print(f"  [yellow]retry[/] {name}: attempt {attempt} on {node} "
+                                   "(the node of the last one was lost)")
+        running[name] = f"{name} @ {node}" if node else name
+        progress.update(task, description=", ".join(running.values()))
 
     def on_end(cell, record, status):
         name = f"{cell.label} / {cell.category}"
+        running.pop(name, None)
+        progress.update(task, description=", ".join(running.values()) or "done")
         if status == "skipped":
             progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
         elif status == "interrupted":
@@ -138,15 +156,25 @@ def _run_plan(the_plan, force: bool = False, fail_fast: bool = False, jobs: int 
             m = record["metrics"]
             progress.console.print(
                 f"  [green]ok[/]   {name}: pixel_AUROC {m.get('pixel_AUROC', float('nan')):.3f}  "
-                f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s)"
+                f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s"
+                + (f" @ {record['node']})" if record.get("node") else ")")
             )
         progress.advance(task)
 
     try:
-        with progress:
-            outcome = sweep.execute(
-                the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs
-            )
+        with contextlib.ExitStack() as stack:
+            if backend == "ray":
+                from adrun import ray_backend
+
+                cluster = stack.enter_context(ray_backend.session(address))
+                console.print(cluster.summary())
+                console.print(f"ray dashboard: {cluster.dashboard_url}" if cluster.dashboard_url
+                              else "ray dashboard: none (the head node runs without one)")
+            with progress:
+                outcome = sweep.execute(
+                    the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs,
+                    backend=backend, address=address,
+                )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
                       "up to date; run the same command again to resume.")
@@ -188,20 +216,34 @@ def sweep(
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Cells run at once, each in its own process (threads split).")
+        int, typer.Option("--jobs", "-j", min=1, help="Cells run at once, each in its own process (threads split); "
+                          "with --backend ray, cells at once per CPU node.")
     ] = 1,
+    backend: Annotated[
+        Backend, typer.Option("--backend", help="local: this machine; ray: each cell a Ray task on a cluster "
+                              "(pip install 'adrun[ray]').")
+    ] = Backend.local,
+    address: Annotated[
+        str | None, typer.Option("--address", help="With --backend ray: auto (the cluster `ray start` made here, "
+                                 "or $RAY_ADDRESS) or HOST:PORT of the head node.")
+    ] = None,
 ) -> None:
     """Run every model x category cell of a config.
 
     Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
+    With --backend ray every node must see the dataset and the output folder at the same paths
+    (docs/many-machines.md).
     """
     from adrun import config as cfg
     from adrun import sweep as sweep_lib
 
+    if address is not None and backend is not Backend.ray:
+        raise AdrunError("--address: only with --backend ray")
     experiment = cfg.load_experiment(config, _overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast, jobs=jobs)
+    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast, jobs=jobs,
+              backend=backend.value, address=address)
 
 
 @app.command()

@@ -29,6 +29,10 @@ class DiskFullError(AdrunError):
     """The disk filled up while a cell was writing; names the cell."""
 
 
+class ClusterError(AdrunError):
+    """``--backend ray``: Ray is missing, the cluster is unreachable, or a node cannot see the files."""
+
+
 class CompareError(AdrunError):
     """A ``--compare`` reference table is unknown or unreadable."""
 

@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +109,18 @@ def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
     return datamodule, model, engine
 
 
-def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
-    """Fit and test one cell; write and return its record. Failures are recorded, then re-raised."""
+def run_cell(
+    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record
+) -> dict[str, Any]:
+    """Fit and test one cell; write and return its record. Failures are recorded, then re-raised.
+
+    ``sink(folder, record)`` receives the record when the cell starts and when it ends. By
+    default it writes ``record.json``; a Ray task passes one that keeps the record in memory,
+    because there only the driver writes records.
+    """
     folder = Path(exp_dir) / "runs" / cell.label / cell.category
     record = base_record(cell, root)
-    write_record(folder, record)
+    sink(folder, record)
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
     # point (even while anomalib is still importing) ends as an "interrupted" record.
     try:
@@ -157,7 +164,7 @@ def run_cell(cell: Cell, root: Path, exp_dir: Path) -> dict[str, Any]:
     finally:
         record["finished_at"] = now()
         try:
-            write_record(folder, record)
+            sink(folder, record)
         except OSError:
             pass  # disk full: the previous record.json stays whole
     return record

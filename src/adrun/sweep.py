@@ -5,7 +5,8 @@ config and adrun's version) is skipped; any other record means it runs again.
 A failing cell is recorded and the sweep goes on. The first Ctrl-C stops the
 current cell (recorded ``interrupted``) and leaves the tables valid; a second one
 exits at once. Every file is written atomically, so either way all files are whole.
-With ``jobs > 1`` each cell runs in its own process (``adrun.worker``).
+With ``jobs > 1`` each cell runs in its own process (``adrun.worker``); with
+``backend="ray"`` each cell is a Ray task on a cluster (``adrun.ray_backend``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from adrun import data, preflight
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import AdrunError, ConfigError
 from adrun.records import RECORD, run_dir
+
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -131,13 +134,20 @@ def execute(
     on_end: Callable[[Cell, dict | None, str], None] | None = None,
     fail_fast: bool = False,
     jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Outcome:
     """Run the plan's cells; returns the outcome after refreshing the tables.
 
-    Raises ``KeyboardInterrupt`` after an interrupt, once the tables are rewritten.
+    ``backend`` is ``local`` (in this process, or ``jobs`` worker processes) or ``ray``
+    (tasks on the cluster at ``address``; ``jobs`` cells per node at once). With ``ray``,
+    ``on_start`` is also given ``node=`` (where the cell runs) and ``attempt=`` (1, then 2
+    after a retry). Raises ``KeyboardInterrupt`` after an interrupt, once the tables are rewritten.
     """
     from adrun.tables import write_tables
 
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
     outcome = Outcome()
     todo = []
     for cell in the_plan.cells:
@@ -162,8 +172,13 @@ def execute(
         return status == "failed" and fail_fast
 
     try:
-        run = _serial if jobs <= 1 else _parallel
-        run(the_plan, todo, jobs, on_start, finished)
+        if backend == "ray":
+            from adrun import ray_backend
+
+            ray_backend.run(the_plan, todo, jobs, on_start, finished, address=address)
+        else:
+            run = _serial if jobs <= 1 else _parallel
+            run(the_plan, todo, jobs, on_start, finished)
     finally:
         outcome.tables = write_tables(the_plan.exp_dir)
     if outcome.interrupted:
