@@ -6,33 +6,40 @@ BIN := $(VENV)/bin
 # The torch build for this project's machines; override for your CUDA build, e.g.
 #   make demo TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed-base
+DEV := $(VENV)/.installed-dev
 
 .PHONY: help setup demo test smoke lint readme clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# adrun alone: all the demo needs.
+$(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Plus the test tools and the optional extras the suite exercises (Ray, export).
+$(DEV): $(BASE)
 	$(BIN)/python -m pip install -q -e '.[test,ray,export]'
-	touch $(STAMP)
+	touch $@
 
-setup: $(STAMP) ## Create .venv and install adrun with its test tools, Ray and the export extra
+setup: $(DEV) ## Create .venv and install adrun with its test tools, Ray and the export extra
 
-demo: $(STAMP) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo (report.html)
+demo: $(BASE) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo (report.html)
 	$(BIN)/adrun sweep configs/demo.yaml
 	$(BIN)/adrun table results/demo --compare assignment
 
-test: $(STAMP) ## Run the whole test suite (what CI runs)
+test: $(DEV) ## Run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-smoke: $(STAMP) ## Smoke-run every shipped config on synthetic data (offline weights)
+smoke: $(DEV) ## Smoke-run every shipped config on synthetic data (offline weights)
 	$(BIN)/python -m pytest tests/test_smoke_configs.py
 
-lint: $(STAMP) ## ruff
+lint: $(DEV) ## ruff
 	$(BIN)/ruff check src tests scripts
 
 readme: ## Put the demo's real pixel-AUROC table into README.md (after make demo)
