@@ -16,37 +16,19 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from ray_cluster import LocalCluster  # noqa: E402  (the cluster the tests use)
-
-CONFIG = {
-    "name": "bench-ray",
-    "seed": 0,
-    "data": {"format": "synthetic", "categories": ["tile", "leather", "grid"], "num_workers": 0,
-             "train_batch_size": 8, "eval_batch_size": 8,
-             "synthetic": {"image_size": 64, "n_train": 6, "n_test_good": 3, "n_test_defect": 1}},
-    "models": [{"name": "patchcore", "backbone": "resnet18", "pre_trained": False, "image_size": 64,
-                "coreset_sampling_ratio": {"grid": [0.05, 0.1]}}],
-    "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1},
-}
-CELLS = 6
+from six_cells import CELLS, timed_sweep, write_config  # noqa: E402  (scripts/six_cells.py)
 
 
 def sweep(work: Path, name: str, *args: str) -> float:
-    config = work / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "output": str(work / name)}, sort_keys=False))
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), *args],
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    config = write_config(work / f"{name}.yaml", "bench-ray", work / name)
+    seconds, done = timed_sweep(config, *args)
     if done.returncode != 0 or done.stdout.count(" ok ") != CELLS:
         sys.exit(f"{name}: sweep failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return seconds

@@ -12,31 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
-CONFIG = {
-    "name": "bench-resume",
-    "seed": 0,
-    "data": {"format": "synthetic", "categories": ["tile", "leather", "grid"], "num_workers": 0,
-             "train_batch_size": 8, "eval_batch_size": 8,
-             "synthetic": {"image_size": 64, "n_train": 6, "n_test_good": 3, "n_test_defect": 1}},
-    "models": [{"name": "patchcore", "backbone": "resnet18", "pre_trained": False, "image_size": 64,
-                "coreset_sampling_ratio": {"grid": [0.05, 0.1]}}],
-    "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1},
-}
+from six_cells import timed_sweep, write_config  # scripts/six_cells.py
 
 
 def sweep(config: Path) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config)],
-                          capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, done.stdout
+    seconds, done = timed_sweep(config)
+    done.check_returncode()
+    return seconds, done.stdout
 
 
 def main() -> None:
@@ -45,9 +30,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temp folder)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="adrun-bench-resume-"))
-    config = work / "bench.yaml"
-    CONFIG["output"] = str(work / "results")
-    config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    config = write_config(work / "bench.yaml", "bench-resume", work / "results")
 
     first, out = sweep(config)
     cells = out.count(" ok ")

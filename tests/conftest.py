@@ -61,3 +61,11 @@ def reported(tmp_path_factory):
     result = CliRunner().invoke(app, ["sweep", str(config)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return base / "results" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """The local serial sweep of tests/sweeps.py, shared by the resume, jobs and Ray tests."""
+    from sweeps import reference_sweep
+
+    return reference_sweep(tmp_path_factory.mktemp("reference"))

@@ -11,56 +11,24 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_raw, write_yaml
 from ray_cluster import LocalCluster
+from sweeps import CATEGORIES, adrun, record, sweep_config, tables, wait_for
 from typer.testing import CliRunner
 
 from adrun.cli import app
 
-CATEGORIES = ["tile", "leather", "grid"]
 WORKER_IP = "127.0.0.3"
-
-
-def sweep_config(tmp: Path, name: str = "c.yaml", **data) -> Path:
-    raw = tiny_raw(tmp / "results", **{"categories": CATEGORIES, **data})
-    raw["models"] = raw["models"][:1]
-    return write_yaml(tmp / name, raw)
-
-
-def adrun(*args) -> subprocess.Popen:
-    # Wide enough that rich does not wrap the lines asserted on.
-    return subprocess.Popen([sys.executable, "-m", "adrun.cli", *map(str, args)], env={**os.environ, "COLUMNS": "200"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def record(exp: Path, category: str, label: str = "patchcore") -> dict | None:
-    path = exp / "runs" / label / category / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def attempts(exp: Path, category: str, label: str = "patchcore") -> list[dict]:
     path = exp / "runs" / label / category / "attempts.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def wait_for(predicate, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def tables(exp: Path) -> dict[str, str]:
-    return {name: (exp / name).read_text() for name in ("pixel_auroc.csv", "image_auroc.csv", "metrics.csv")}
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +46,6 @@ def cluster():
     finally:
         local.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The local backend's tables for the same sweep: what Ray must reproduce, cell by cell."""
-    tmp = tmp_path_factory.mktemp("reference")
-    proc = adrun("sweep", sweep_config(tmp))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    return tmp / "results" / "tiny"
 
 
 def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch):

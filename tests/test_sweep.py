@@ -6,62 +6,19 @@ These drive the real CLI in subprocesses on tiny synthetic data (Patchcore, resn
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import tiny_raw, write_yaml
+from sweeps import CATEGORIES, adrun, record, sweep_config, tables, wait_for
 from typer.testing import CliRunner
 
 from adrun.cli import app
 
-CATEGORIES = ["tile", "leather", "grid"]
 pytestmark = pytest.mark.slow
-
-
-def sweep_config(tmp: Path, name: str = "c.yaml", **data) -> Path:
-    raw = tiny_raw(tmp / "results", **{"categories": CATEGORIES, **data})
-    raw["models"] = raw["models"][:1]
-    return write_yaml(tmp / name, raw)
-
-
-def adrun(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "adrun.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
-
-
-def record(exp: Path, category: str, label: str = "patchcore") -> dict | None:
-    path = exp / "runs" / label / category / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def wait_for(predicate, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted serial sweep: the tables every other run must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
-    proc = adrun("sweep", sweep_config(tmp))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
-    return tmp / "results" / "tiny"
-
-
-def tables(exp: Path) -> dict[str, str]:
-    return {name: (exp / name).read_text() for name in ("pixel_auroc.csv", "image_auroc.csv", "metrics.csv")}
 
 
 def test_sigkill_then_resume_recomputes_nothing_finished(tmp_path, reference):
