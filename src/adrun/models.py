@@ -15,8 +15,6 @@ from anomalib.models import EfficientAd, Patchcore
 
 logger = logging.getLogger(__name__)
 
-TEACHER_CHOICES = ("auto", "random")
-
 
 class AdrunPatchcore(Patchcore):
     """Patchcore whose coreset step is chosen by ``coreset`` and whose backbone may come from a file.

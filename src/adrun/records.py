@@ -19,7 +19,6 @@ from typing import Any
 from adrun.errors import RunError
 
 RECORD = "record.json"
-STATUSES = ("success", "failed", "interrupted", "running")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
