@@ -9,10 +9,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup demo test smoke lint readme clean
+.PHONY: help setup demo test test-full check smoke lint readme clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 # adrun alone: all the demo needs.
 $(BASE): pyproject.toml
@@ -33,14 +33,24 @@ demo: $(BASE) ## Run the offline demo (synthetic data, both models, 3 categories
 	$(BIN)/adrun sweep configs/demo.yaml
 	$(BIN)/adrun table results/demo --compare assignment
 
-test: $(DEV) ## Run the whole test suite (what CI runs)
+test: $(DEV) ## Fast inner loop: every test not marked slow or ray (about a minute)
+	$(BIN)/python -m pytest -m "not slow and not ray"
+
+test-full: $(DEV) ## The whole suite, real fits and the Ray cluster included (what CI runs)
 	$(BIN)/python -m pytest
+
+check: $(DEV) ## What CI checks besides the tests: ruff, ruff format, mypy, the README's help block
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy src/adrun
+	$(BIN)/python scripts/readme_table.py --check-help
 
 smoke: $(DEV) ## Smoke-run every shipped config on synthetic data (offline weights)
 	$(BIN)/python -m pytest tests/test_smoke_configs.py
 
-lint: $(DEV) ## ruff
-	$(BIN)/ruff check src tests scripts
+lint: $(DEV) ## ruff check and ruff format (fixes what it can)
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 readme: ## Put the demo's real pixel-AUROC table into README.md (after make demo)
 	$(BIN)/python scripts/readme_table.py

@@ -3,6 +3,9 @@
 - between <!-- demo-table:start --> and <!-- demo-table:end -->: results/demo/pixel_auroc.md
   and the cells' own timings from their records;
 - between <!-- help:start --> and <!-- help:end -->: `adrun --help`.
+
+`--check-help` changes nothing: it exits 1 when the README's help block differs from
+`adrun --help` (CI runs it through tests/test_readme.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,26 @@ def splice(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
+def help_block() -> str:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "adrun.cli", "--help"], capture_output=True, text=True, check=True,
+        env={"COLUMNS": "100", "PATH": ""},
+    ).stdout
+    return "```\n" + help_text.rstrip() + "\n```\n"
+
+
+def check_help(readme: Path) -> int:
+    text = readme.read_text()
+    if splice(text, "help", help_block()) != text:
+        print(f"{readme}: the help block differs from `adrun --help`; run `make readme` to refresh it")
+        return 1
+    print(f"{readme}: the help block matches `adrun --help`")
+    return 0
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--check-help"]:
+        sys.exit(check_help(REPO / "README.md"))
     demo = REPO / "results" / "demo"
     table = (demo / "pixel_auroc.md").read_text()
     records = [json.loads(p.read_text()) for p in sorted(demo.glob("runs/*/*/record.json"))]
@@ -33,14 +55,10 @@ def main() -> None:
         f"\n{len(records)} cells, {seconds:.0f} s of fit + test in total on this project's 2-core CPU machine "
         f"(anomalib {versions.get('anomalib', '?')}, torch {versions.get('torch', '?')}).\n"
     )
-    help_text = subprocess.run(
-        [sys.executable, "-m", "adrun.cli", "--help"], capture_output=True, text=True, check=True,
-        env={"COLUMNS": "100", "PATH": ""},
-    ).stdout
     readme = REPO / "README.md"
     text = readme.read_text()
     text = splice(text, "demo-table", table + note)
-    text = splice(text, "help", "```\n" + help_text.rstrip() + "\n```\n")
+    text = splice(text, "help", help_block())
     readme.write_text(text)
     print(f"README.md refreshed from {demo}")
 
