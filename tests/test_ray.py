@@ -42,7 +42,8 @@ def cluster():
     try:
         local.start_head(cpus=1)
         local.add_node("worker", WORKER_IP, cpus=1)
-        yield local
+        with local.driver():  # the sweeps below, in this process or not, join with the token
+            yield local
     finally:
         local.stop()
         shutil.rmtree(base, ignore_errors=True)
