@@ -8,7 +8,6 @@ place that constructs them.
 from __future__ import annotations
 
 import logging
-import pathlib
 from pathlib import Path
 
 import torch
@@ -36,12 +35,6 @@ class AdrunPatchcore(Patchcore):
 
             extractor = self.model.feature_extractor
             load_backbone(extractor, str(extractor.backbone), Path(weights))
-
-    @classmethod
-    def checkpoint_safe_globals(cls):
-        # ``weights`` lands in the checkpoint's hyperparameters as a path object: let the
-        # weights-only loads of `adrun test`, `predict` and `export` rebuild it.
-        return (*super().checkpoint_safe_globals(), pathlib.PosixPath, pathlib.WindowsPath)
 
     def fit(self) -> None:
         # Same steps as PatchcoreModel.subsample_embedding, with the sampler swapped.
