@@ -162,7 +162,7 @@ def refusal(out: Path) -> str | None:
     if out.is_dir() and any(out.iterdir()):
         return (f"{out} holds files adrun did not write (it has no {MARKER}); the synthetic generator writes only "
                 "into a new or empty folder, never over a real dataset: pass another folder, or read this one with "
-                "data.format: mvtec (or folder)")
+                "data.format: mvtec (or folder); if an older adrun generated it, delete it and run again")
     return None
 
 
