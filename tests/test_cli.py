@@ -184,11 +184,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):
 
 
 def test_missing_category_folder_names_it(tmp_path):
+    from PIL import Image
+
     root = tmp_path / "mvtec"
-    (root / "tile" / "train" / "good").mkdir(parents=True)
-    (root / "tile" / "train" / "good" / "000.png").write_bytes(b"")
-    (root / "tile" / "test" / "crack").mkdir(parents=True)
-    (root / "tile" / "test" / "crack" / "000.png").write_bytes(b"")
+    for folder in ("train/good", "test/good", "test/crack"):
+        (root / "tile" / folder).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / "tile" / folder / "000.png")
     raw = tiny_raw(tmp_path / "r", format="mvtec", root=str(root), categories=["tile", "wood"])
     result = runner.invoke(app, ["sweep", str(write_yaml(tmp_path / "c.yaml", raw))])
     assert result.exit_code == 2

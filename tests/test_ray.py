@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,8 @@ def cluster():
     try:
         local.start_head(cpus=1)
         local.add_node("worker", WORKER_IP, cpus=1)
-        yield local
+        with local.driver():  # the sweeps below, in this process or not, join with the token
+            yield local
     finally:
         local.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -82,6 +84,7 @@ def test_ray_sweep_gives_the_local_tables_cell_by_cell(tmp_path, cluster, refere
     assert proc.returncode == 0, out
     assert f"ray cluster {cluster.address}: 2 nodes, 2 CPUs, 0 GPUs" in out
     assert "ray dashboard: none" in out
+    assert "token authentication" not in out  # the cluster checks tokens: nothing to warn about
     exp = tmp_path / "results" / "tiny"
     assert tables(exp) == tables(reference)
     for category in CATEGORIES:
@@ -216,6 +219,44 @@ def test_first_sigint_records_interrupted_as_locally(tmp_path, cluster):
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert [record(exp, c)["status"] for c in CATEGORIES] == ["success"] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_driver_without_the_token_is_refused(tmp_path, cluster):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(sweep_config(tmp_path)), "--backend",
+                           "ray", "--address", cluster.address], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"adrun: error: no Ray cluster at {cluster.address} ("), lines
+    assert "if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token" in lines[0]
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_cluster_without_token_authentication_gets_a_warning(tmp_path):
+    """One line before the sweep, whether or not the driver itself sends a token (the head is asked)."""
+    base = Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp"))
+    home = base / "home"
+    open_cluster = LocalCluster(base, env={"HOME": str(home), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+                                auth=False)
+    config = sweep_config(tmp_path, categories=["tile"])
+    try:
+        address = open_cluster.start_head(cpus=1)
+        warning = (f"warning: the Ray cluster at {address} runs without token authentication: anyone who can "
+                   "reach its port can run code there as its user; start every node with RAY_AUTH_MODE=token")
+        for driver in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x" * 32}):
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **driver,
+                   "COLUMNS": "250"}
+            done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), "--backend", "ray",
+                                   "--address", address], env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.count(warning) == 1, done.stdout
+    finally:
+        open_cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_cells_get_a_gpu_each_or_a_split_of_the_smallest_cpu_node():

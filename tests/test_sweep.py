@@ -75,14 +75,15 @@ def test_first_sigint_records_interrupted_and_keeps_tables_valid(tmp_path, phase
 
 def test_a_failing_cell_does_not_stop_the_others_and_is_retried(tmp_path):
     exp = tmp_path / "results" / "tiny"
-    # Make the data, then break one category's training images: unreadable PNGs.
+    # Make the data, then break one category's training images: PNGs cut short. Their
+    # headers are whole, so the preflight (headers only) lets them through to the cell.
     from adrun import synthetic
 
     synthetic.make_dataset(exp / "data", CATEGORIES, seed=42, image_size=64, n_train=6, n_test_good=3, n_test_defect=1)
     original = {}
     for png in (exp / "data/leather/train/good").glob("*.png"):
         original[png] = png.read_bytes()
-        png.write_bytes(b"not a png")
+        png.write_bytes(original[png][: len(original[png]) // 2])
     # Read it as plain MVTec-layout data (a synthetic sweep would regenerate the files).
     broken = sweep_config(tmp_path, "broken.yaml", format="mvtec", root=str(exp / "data"))
     result = CliRunner().invoke(app, ["sweep", str(broken)])
@@ -110,7 +111,7 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path):
     root = synthetic.make_dataset(tmp_path / "data", CATEGORIES, seed=1, image_size=64, n_train=4,
                                   n_test_good=2, n_test_defect=1)
     for png in (root / "tile/train/good").glob("*.png"):
-        png.write_bytes(b"broken")
+        png.write_bytes(png.read_bytes()[:100])  # a whole header, half an image: fails in the cell
     config = sweep_config(tmp_path, format="mvtec", root=str(root))
     result = CliRunner().invoke(app, ["sweep", str(config), "--fail-fast"])
     assert result.exit_code == 1

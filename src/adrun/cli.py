@@ -48,6 +48,10 @@ RootOption = Annotated[
     typer.Option("--root", envvar="ADRUN_DATA_ROOT", help="Dataset root (overrides data.root)."),
 ]
 OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
+VerifyOption = Annotated[
+    bool,
+    typer.Option("--verify-images", help="Decode every image in full before the first cell (default: headers only)."),
+]
 
 
 class Backend(str, enum.Enum):
@@ -72,6 +76,12 @@ def handles_errors(command):
             if _state["debug"]:
                 raise
             _fail(str(exc), 2)
+        except OSError as exc:
+            # A path the user gave that cannot be written or read (a file where a folder
+            # should be, a read-only disk): one line naming it, as for any bad input.
+            if _state["debug"] or exc.filename is None:
+                raise
+            _fail(f"{exc.filename}: {exc.strerror or exc}; check that path (--debug shows where it was used)", 2)
 
     return wrapper
 
@@ -99,6 +109,13 @@ def _console():
     return Console(stderr=False, highlight=False)
 
 
+def _e(value) -> str:
+    """A user's string (path, category, label, error) as rich shows it: ``[`` is text, not markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -> list[str]:
     out = list(sets or [])
     if root is not None:
@@ -119,13 +136,16 @@ def _run_plan(
 
     console = _console()
     console.print(
-        f"[bold]{the_plan.experiment.name}[/]: {len(the_plan.cells)} cells -> {the_plan.exp_dir}"
+        f"[bold]{_e(the_plan.experiment.name)}[/]: {len(the_plan.cells)} cells -> {_e(the_plan.exp_dir)}"
         + (" [yellow](smoke)[/]" if the_plan.smoke else "")
     )
     for cell in the_plan.cells:
         if cell.model.name == "efficient_ad" and cell.model.teacher == "random":
-            console.print(f"[yellow]note[/]: {cell.label} uses a random teacher: fit for smoke tests only.")
+            console.print(f"[yellow]note[/]: {_e(cell.label)} uses a random teacher: fit for smoke tests only.")
             break
+    if the_plan.experiment.data.test_good_from_train:
+        console.print("[yellow]note[/]: data.test_good_from_train: true: where test/good is empty, anomalib "
+                      "moves 20% of train/good into the test set.")
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console, transient=False,
@@ -134,15 +154,15 @@ def _run_plan(
     running: dict[str, str] = {}  # the cells running now, with the node each runs on
 
     def on_start(cell, i, total, node=None, attempt=1):
-        name = f"{cell.label} / {cell.category}"
+        name = _e(f"{cell.label} / {cell.category}")
         if attempt > 1:
-            progress.console.print(f"  [yellow]retry[/] {name}: attempt {attempt} on {node} "
+            progress.console.print(f"  [yellow]retry[/] {name}: attempt {attempt} on {_e(node)} "
                                    "(the node of the last one was lost)")
-        running[name] = f"{name} @ {node}" if node else name
+        running[name] = f"{name} @ {_e(node)}" if node else name
         progress.update(task, description=", ".join(running.values()))
 
     def on_end(cell, record, status):
-        name = f"{cell.label} / {cell.category}"
+        name = _e(f"{cell.label} / {cell.category}")
         running.pop(name, None)
         progress.update(task, description=", ".join(running.values()) or "done")
         if status == "skipped":
@@ -151,13 +171,13 @@ def _run_plan(
             progress.console.print(f"  [yellow]stop[/] {name}: interrupted")
         elif status == "failed":
             log = f"{cell.label}/{cell.category}/log.txt"
-            progress.console.print(f"  [red]FAIL[/] {name}: {record['error']} (see {log})")
+            progress.console.print(f"  [red]FAIL[/] {name}: {_e(record['error'])} (see {_e(log)})")
         else:
             m = record["metrics"]
             progress.console.print(
                 f"  [green]ok[/]   {name}: pixel_AUROC {m.get('pixel_AUROC', float('nan')):.3f}  "
                 f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s"
-                + (f" @ {record['node']})" if record.get("node") else ")")
+                + (f" @ {_e(record['node'])})" if record.get("node") else ")")
             )
         progress.advance(task)
 
@@ -167,9 +187,11 @@ def _run_plan(
                 from adrun import ray_backend
 
                 cluster = stack.enter_context(ray_backend.session(address))
-                console.print(cluster.summary())
-                console.print(f"ray dashboard: {cluster.dashboard_url}" if cluster.dashboard_url
+                console.print(_e(cluster.summary()))
+                console.print(f"ray dashboard: {_e(cluster.dashboard_url)}" if cluster.dashboard_url
                               else "ray dashboard: none (the head node runs without one)")
+                if cluster.auth_warning:
+                    console.print(f"[yellow]warning[/]: {_e(cluster.auth_warning)}")
             with progress:
                 outcome = sweep.execute(
                     the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs,
@@ -183,7 +205,7 @@ def _run_plan(
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} cell(s) failed:[/]")
         for record in outcome.failed:
-            console.print(f"  {record['label']} / {record['category']}: {record['error']}")
+            console.print(_e(f"  {record['label']} / {record['category']}: {record['error']}"))
         raise typer.Exit(1)
 
 
@@ -192,13 +214,13 @@ def _print_table(console, table, title: str, exp_dir: Path) -> None:
 
     if table is None:
         return
-    view = Table(title=f"{title}  ({exp_dir})")
+    view = Table(title=f"{title}  ({_e(exp_dir)})")
     view.add_column("category")
     for column in table.columns:
-        view.add_column(str(column), justify="right")
+        view.add_column(_e(column), justify="right")
     for name, row in table.iterrows():
         cells = ["–" if v != v else f"{v:.3f}" for v in row]  # NaN != NaN
-        view.add_row(f"[bold]{name}[/]" if name == "mean" else str(name), *cells)
+        view.add_row(f"[bold]{name}[/]" if name == "mean" else _e(name), *cells)
     console.print(view)
 
 
@@ -227,12 +249,18 @@ def sweep(
         str | None, typer.Option("--address", help="With --backend ray: auto (the cluster `ray start` made here, "
                                  "or $RAY_ADDRESS) or HOST:PORT of the head node.")
     ] = None,
+    verify_images: VerifyOption = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another sweep runs on the same experiment folder, wait for it "
+                           "instead of stopping.")
+    ] = False,
 ) -> None:
     """Run every model x category cell of a config.
 
     Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
+    One sweep at a time per experiment folder: a second one stops (or waits, with --wait).
     With --backend ray every node must see the dataset and the output folder at the same paths
     (docs/many-machines.md).
     """
@@ -242,8 +270,13 @@ def sweep(
     if address is not None and backend is not Backend.ray:
         raise AdrunError("--address: only with --backend ray")
     experiment = cfg.load_experiment(config, _overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast, jobs=jobs,
-              backend=backend.value, address=address)
+    with sweep_lib.locked(experiment, smoke=smoke, wait=wait, on_wait=_waiting):
+        the_plan = sweep_lib.plan(experiment, smoke=smoke, only=only, verify_images=verify_images)
+        _run_plan(the_plan, force=force, fail_fast=fail_fast, jobs=jobs, backend=backend.value, address=address)
+
+
+def _waiting(holder: str) -> None:
+    typer.echo(f"waiting for the other sweep on this experiment folder ({holder}) to finish", err=True)
 
 
 @app.command()
@@ -258,6 +291,7 @@ def train(
     output: OutputOption = None,
     sets: SetOption = None,
     smoke: SmokeOption = False,
+    verify_images: VerifyOption = False,
 ) -> None:
     """Fit and test one model on one category.
 
@@ -281,7 +315,8 @@ def train(
     raw.setdefault("data", {})
     raw["data"] = {**(raw["data"] or {}), "categories": [category]}
     experiment = cfg.load_experiment(config, raw=raw, overrides=_overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke), force=True)
+    with sweep_lib.locked(experiment, smoke=smoke):
+        _run_plan(sweep_lib.plan(experiment, smoke=smoke, verify_images=verify_images), force=True)
 
 
 @app.command("test")
@@ -388,6 +423,9 @@ def make_data(
     unknown = [c for c in names if c not in synthetic.CATEGORIES]
     if unknown:
         raise AdrunError(f"--categories: unknown {unknown[0]!r}; choose from {', '.join(synthetic.CATEGORIES)}")
+    for option, value, least in (("--image-size", image_size, 32), ("--n-train", n_train, 1), ("--seed", seed, 0)):
+        if value < least:
+            raise AdrunError(f"{option} {value}: must be at least {least}")
     synthetic.make_dataset(out, names, seed=seed, image_size=image_size, n_train=n_train)
     typer.echo(f"wrote {', '.join(names)} to {out}")
 
@@ -411,18 +449,18 @@ def doctor(
     console = _console()
     env = Table(show_header=False, box=None)
     for name, value in preflight.environment():
-        env.add_row(f"[bold]{name}[/]", value)
+        env.add_row(f"[bold]{name}[/]", _e(value))
     console.print(env)
     if config is None:
         return
     experiment = cfg.load_experiment(config, _overrides(sets, root, None))
     reports = preflight.doctor_cells(experiment)
-    view = Table(title=f"{experiment.name}: {len(reports)} cells")
+    view = Table(title=f"{_e(experiment.name)}: {len(reports)} cells")
     for column in ("cell", "dataset", "weights", "teacher", "imagenette", "ready"):
         view.add_column(column)
     for r in reports:
         shown = [_mark(r.checks.get(k)) for k in ("dataset", "weights", "teacher", "imagenette")]
-        view.add_row(f"{r.label}/{r.category}", *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
+        view.add_row(_e(f"{r.label}/{r.category}"), *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
     console.print(view)
     problems = preflight.problems(reports)
     if problems:
@@ -433,7 +471,7 @@ def doctor(
 def _mark(check) -> str:
     if check is None:
         return "–"
-    return f"[green]{check.detail}[/]" if check.ok else f"[red]{check.detail}[/]"
+    return f"[green]{_e(check.detail)}[/]" if check.ok else f"[red]{_e(check.detail)}[/]"
 
 
 @app.command()
@@ -461,11 +499,11 @@ def fetch(
 
     def on_item(item, status):
         if status == "present":
-            console.print(f"  [dim]have[/] {item.kind} {item.name} ({item.target})")
+            console.print(f"  [dim]have[/] {_e(item.kind)} {_e(item.name)} ({_e(item.target)})")
         elif status == "start":
-            console.print(f"  [bold]get[/]  {item.kind} {item.name} -> {item.target}")
+            console.print(f"  [bold]get[/]  {_e(item.kind)} {_e(item.name)} -> {_e(item.target)}")
         else:
-            console.print(f"  [green]ok[/]   {item.kind} {item.name}")
+            console.print(f"  [green]ok[/]   {_e(item.kind)} {_e(item.name)}")
 
     todo = fetch_lib.fetch(experiment, with_data=with_data, on_item=on_item)
     console.print(f"{len(todo)} item(s) in place; copy the caches to the offline machine (docs/offline.md)")

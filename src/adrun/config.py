@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,8 @@ from adrun.errors import ConfigError
 
 MODEL_NAMES = ("patchcore", "efficient_ad")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Cells in one sweep at most: a grid past it is a typo or a job for several configs.
+MAX_CELLS = 10_000
 # Keys of a model entry that describe data or training, not the model's constructor.
 NON_MODEL_KEYS = {"name", "label", "train_batch_size", "eval_batch_size", "image_size", "trainer"}
 
@@ -61,6 +64,9 @@ class DataConfig(_Strict):
     # Image extensions read by format folder (mvtec reads .png only, as anomalib does).
     extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"])
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    # A category with no test/good images: anomalib then moves 20% of train/good into the
+    # test set (seeded). adrun refuses that unless asked, and the record keeps the choice.
+    test_good_from_train: bool = False
 
     @field_validator("categories")
     @classmethod
@@ -199,6 +205,8 @@ class Cell(_Strict):
         payload = self.model_dump(
             mode="json", exclude={"index": True, "category_index": True, "data": {"categories", "num_workers"}}
         )
+        if not payload["data"].get("test_good_from_train"):
+            del payload["data"]["test_good_from_train"]  # off: the keys of cells made before it stay
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -215,17 +223,56 @@ class Cell(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping.
+
+    Plain YAML loaders keep the last value without a word, so a sweep would silently
+    run with half of what the file says.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` and then a key of base: an override YAML allows
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it itself
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first at line {first})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load``, refusing duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file; pass the path of an experiment YAML (see configs/)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        raw = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "somewhere"
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: {problem} at {where}; fix the YAML syntax there") from None
+        fix = "keep one of them" if "appears twice" in problem else "fix the YAML syntax there"
+        raise ConfigError(f"{path}: {problem} at {where}; {fix}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with name, data, models; got {type(raw).__name__}")
     return raw
@@ -242,7 +289,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
         if not parts:
             raise ConfigError(f"{source} {item!r}: empty key; expected key.path=value")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         node: Any = raw
@@ -293,6 +340,10 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
     # Validate each model entry against its own schema so an unknown model name or key
     # names the right candidates; grid values are checked one by one after expansion.
     if isinstance(models, list):
+        sizes = [grid_size(m) for m in models if isinstance(m, dict)]
+        if len(sizes) > 1 and sum(sizes) > MAX_CELLS and max(sizes) <= MAX_CELLS:
+            problems.append(f"models: {_too_many(sum(sizes), 'their grids')}")
+            models = []
         for i, entry in enumerate(models):
             problems += _model_problems(entry, f"models.{i}")
     shell = dict(raw)
@@ -335,6 +386,16 @@ def _is_grid(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"grid"}
 
 
+def grid_size(entry: dict) -> int:
+    """How many models a model entry's grids expand to, counted without expanding them."""
+    return math.prod(len(v["grid"]) for v in entry.values() if _is_grid(v) and isinstance(v["grid"], list))
+
+
+def _too_many(n: int, what: str) -> str:
+    return (f"{what} expand to {n:,} cells, more than adrun runs in one sweep ({MAX_CELLS:,}); "
+            "use fewer grid values, or split the sweep into several configs")
+
+
 def _grid_values(entry: dict, where: str = "models", problems: list | None = None) -> list[dict]:
     """All combinations of a model entry's ``{grid: [...]}`` values, in file order."""
     keys = [k for k, v in entry.items() if _is_grid(v)]
@@ -343,6 +404,10 @@ def _grid_values(entry: dict, where: str = "models", problems: list | None = Non
             if problems is not None:
                 problems.append(f"{where}.{k}.grid: expected a non-empty list of values")
             return []
+    if grid_size(entry) > MAX_CELLS:  # counted first: expanding and validating them all takes minutes
+        if problems is not None:
+            problems.append(f"{where}: {_too_many(grid_size(entry), 'its grids')}")
+        return []
     combos = itertools.product(*(entry[k]["grid"] for k in keys))
     return [{**entry, **dict(zip(keys, combo, strict=True))} for combo in combos]
 
@@ -424,6 +489,11 @@ def model_entries(experiment: Experiment) -> list[tuple[str, ModelConfig]]:
 
 def expand(experiment: Experiment, categories: list[str], smoke: bool = False) -> list[Cell]:
     """Model x category cells. ``categories`` is the resolved list (``all`` already expanded)."""
+    raw = experiment._raw_models or []
+    n = sum(grid_size(m) for m in raw if isinstance(m, dict)) * len(categories)
+    if n > MAX_CELLS:
+        what = f"{n // len(categories):,} models x {len(categories)} categories"
+        raise ConfigError(f"models x data.categories: {_too_many(n, what)}")
     cells = []
     for index, (label, model) in enumerate(model_entries(experiment)):
         trainer = experiment.trainer.model_copy(

@@ -39,3 +39,11 @@ class CompareError(AdrunError):
 
 class ExportError(AdrunError):
     """An export format is unknown or its optional dependencies are missing."""
+
+
+class DatasetMissing(RuntimeError):
+    """A cell's dataset folder vanished after the preflight.
+
+    Not an ``AdrunError`` on purpose: like any error inside a cell it fails that cell
+    (one line in its record) and the sweep goes on.
+    """

@@ -22,6 +22,10 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # Labels are users' folder names and config values: a `$` must print as a dollar, not
+    # start mathtext (an odd number of them is a parse error), and `\` is no TeX command.
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt

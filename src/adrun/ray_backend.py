@@ -42,6 +42,7 @@ ATTEMPTS = "attempts.jsonl"
 MAX_RETRIES = 2
 PREFLIGHT_TIMEOUT_S = 120
 CONNECT_TIMEOUT_S = 5
+AUTH_CHECK_TIMEOUT_S = 60
 POLL_S = 0.5
 INSTALL = "pip install 'adrun[ray]'"
 DOCS = "docs/many-machines.md"
@@ -73,6 +74,7 @@ class Cluster:
     address: str
     dashboard_url: str | None
     nodes: list[Node]
+    auth_warning: str | None = None  # one line when the cluster does not check tokens
 
     def summary(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
@@ -102,9 +104,12 @@ def session(address: str | None = None) -> Iterator[Cluster]:
             ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             text = str(exc).strip().splitlines()
+            token = "" if _driver_sends_token() else (
+                "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
+                "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too")
             raise ClusterError(
                 f"no Ray cluster at {address or 'auto'} ({text[0] if text else type(exc).__name__}); "
-                f"start one with `ray start --head` or pass --address HOST:PORT (see {DOCS})"
+                f"start one with `ray start --head` or pass --address HOST:PORT{token} (see {DOCS})"
             ) from None
         dashboard = ctx.dashboard_url or None
     else:
@@ -112,10 +117,43 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     try:
         gcs = ray.get_runtime_context().gcs_address
         yield Cluster(gcs, f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
-                      alive_nodes())
+                      alive_nodes(), auth_warning=_auth_warning(gcs) if opened else None)
     finally:
         if opened:
             ray.shutdown()
+
+
+def _driver_sends_token() -> bool:
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return is_token_auth_enabled()
+
+
+def head_auth_mode() -> str:
+    """Runs on the head node: whether its Ray checks tokens (its workers share the raylet's setting)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return "token" if is_token_auth_enabled() else "disabled"
+
+
+def _auth_warning(address: str) -> str | None:
+    """One line when the cluster runs without Ray's token authentication (Ray 2.60+).
+
+    A driver without a token that got in proves it; a driver with one would get in either
+    way, so then the head itself is asked.
+    """
+    ray = _ray()
+    if _driver_sends_token():
+        try:
+            task = ray.remote(head_auth_mode).options(num_cpus=0, max_retries=0,
+                                                      resources={"node:__internal_head__": 0.001})
+            if ray.get(task.remote(), timeout=AUTH_CHECK_TIMEOUT_S) == "token":
+                return None
+        except Exception as exc:  # noqa: BLE001 - only a warning hangs on it
+            return (f"could not ask the Ray head at {address} whether it checks tokens ({type(exc).__name__}); "
+                    f"make sure it was started with RAY_AUTH_MODE=token (see {DOCS})")
+    return (f"the Ray cluster at {address} runs without token authentication: anyone who can reach its port "
+            f"can run code there as its user; start every node with RAY_AUTH_MODE=token (see {DOCS})")
 
 
 def _reachable(address: str) -> None:

@@ -15,6 +15,7 @@ from anomalib.engine import Engine
 
 from adrun.config import Cell, EfficientAdConfig, PatchcoreConfig
 from adrun.data import extensions
+from adrun.errors import DatasetMissing
 from adrun.models import AdrunEfficientAd, AdrunPatchcore
 
 # --------------------------------------------------------------------------- data
@@ -37,7 +38,27 @@ class _SmokeSubset:
         self.test_data.samples = picked.reset_index(drop=True)
 
 
-class SmokeMVTecAD(_SmokeSubset, MVTecAD):
+class _NoDownload:
+    """MVTecAD downloads the whole dataset when the category folder is missing: never here.
+
+    ``adrun fetch`` is the one command that downloads. A dataset that vanished after the
+    preflight (moved, deleted, unmounted) fails its cell with one line instead.
+    """
+
+    def prepare_data(self) -> None:
+        folder = Path(self.root) / self.category  # type: ignore[attr-defined]
+        if not folder.is_dir():
+            raise DatasetMissing(
+                f"{folder} is gone (moved, deleted or unmounted since the sweep began); restore it and run the "
+                "same command again to resume (adrun downloads MVTec AD only through `adrun fetch`)"
+            )
+
+
+class AdrunMVTecAD(_NoDownload, MVTecAD):
+    pass
+
+
+class SmokeMVTecAD(_SmokeSubset, AdrunMVTecAD):
     pass
 
 
@@ -69,7 +90,7 @@ def build_datamodule(cell: Cell, root: Path):
             **common,
         )
     else:  # mvtec and synthetic share the MVTec AD layout
-        cls = SmokeMVTecAD if cell.smoke else MVTecAD
+        cls = SmokeMVTecAD if cell.smoke else AdrunMVTecAD
         datamodule = cls(root=root, category=cell.category, **common)
     if cell.smoke:
         datamodule.smoke_n_train = cell.smoke_settings.n_train
@@ -116,10 +137,22 @@ def _efficient_ad(cfg: EfficientAdConfig, exp_dir: Path) -> AdrunEfficientAd:
 
 
 BUILDERS = {"patchcore": _patchcore, "efficient_ad": _efficient_ad}
+CLASSES = {"patchcore": AdrunPatchcore, "efficient_ad": AdrunEfficientAd}
 
 
 def build_model(cell: Cell, exp_dir: Path):
     return BUILDERS[cell.model.name](cell.model, exp_dir)
+
+
+def safe_globals(model_name: str):
+    """The types ``torch.load(weights_only=True)`` may rebuild from this model's checkpoints.
+
+    anomalib's own allow-list (its enums, numpy scalars) plus the model's extras, the
+    same list Lightning's checkpoint IO uses in ``test`` and ``predict``.
+    """
+    from anomalib.utils.serialization import anomalib_safe_globals
+
+    return anomalib_safe_globals(extra=CLASSES[model_name].checkpoint_safe_globals())
 
 
 # --------------------------------------------------------------------------- engine

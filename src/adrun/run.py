@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import time
 import traceback
 import warnings
@@ -201,12 +202,52 @@ def _log_traceback(folder: Path) -> None:
         pass
 
 
+def read_checkpoint(ckpt: Path, model_name: str) -> dict[str, Any]:
+    """A checkpoint's contents through torch's weights-only unpickler; never runs code from the file.
+
+    Only tensors, plain containers and the few types anomalib's checkpoints hold (its
+    allow-list, plus the model's own) are rebuilt; a file holding anything else, or a
+    truncated one, is one ``RunError`` line. Memory-mapped, so checking a large
+    checkpoint reads little of it.
+    """
+    import pickle
+
+    import torch
+
+    with warnings.catch_warnings():  # import-time deprecations of anomalib's internals
+        warnings.simplefilter("ignore")
+        from adrun.registry import safe_globals
+
+    fix = "rerun the cell to write a new one (adrun sweep CONFIG --force --only LABEL/CATEGORY)"
+    try:
+        with safe_globals(model_name), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4": Lightning's files, fine
+            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it asks for {found.group(1)}" if found else "it holds more than tensors and settings"
+        raise RunError(f"{ckpt}: refused: {what}, and adrun never unpickles code from a file; {fix}") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        reason = ("not a torch checkpoint (zip format)" if "mmap can only be used" in text
+                  else "truncated or corrupt (" + text.split(". ")[0].strip() + ")")
+        raise RunError(f"{ckpt}: {reason}; {fix}") from None
+    except (EOFError, OSError, ValueError) as exc:
+        raise RunError(f"{ckpt}: unreadable ({one_line(exc)}); {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise RunError(f"{ckpt}: not a Lightning checkpoint (no state_dict); {fix}")
+    return state
+
+
 def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     record = read_record(run)
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
         raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
     cell = Cell.model_validate(record["config"])
+    # Checked here, before anomalib loads it again through Lightning: the same one-line
+    # refusal for test, predict and export, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+    read_checkpoint(ckpt, cell.model.name)
     if cell.model.name == "patchcore":
         # The checkpoint holds the backbone's weights: build it untrained, so test and
         # predict never reach for the hub or for the original weights file.

@@ -11,14 +11,17 @@ With ``jobs > 1`` each cell runs in its own process (``adrun.worker``); with
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -27,9 +30,10 @@ from typing import Any
 from adrun import data, preflight
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import AdrunError, ConfigError
-from adrun.records import RECORD, run_dir
+from adrun.records import RECORD, now, run_dir
 
 BACKENDS = ("local", "ray")
+LOCK = ".adrun.lock"
 
 
 @dataclass
@@ -50,11 +54,15 @@ class Outcome:
     tables: dict = field(default_factory=dict)
 
 
-def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None) -> Plan:
-    """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs."""
+def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None,
+         verify_images: bool = False) -> Plan:
+    """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs.
+
+    ``verify_images`` decodes every image in full; by default only their headers are read.
+    """
     exp_dir = experiment_dir(experiment, smoke)
-    root, categories = data.prepare(experiment, exp_dir)
-    _check_output(exp_dir, root)
+    _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
+    root, categories = data.prepare(experiment, exp_dir, verify_images)
     cells = expand(experiment, categories, smoke=smoke)
     if only:
         cells = [c for c in cells if any(fnmatch(f"{c.label}/{c.category}", pattern) for pattern in only)]
@@ -75,6 +83,55 @@ def _check_output(exp_dir: Path, root: Path) -> None:
     exp, data_root = exp_dir.resolve(), root.resolve()
     if exp == data_root or data_root in exp.parents:
         raise ConfigError(f"output {exp_dir} is inside the dataset root {root}; set output: to a folder outside it")
+    for folder in (exp_dir, *exp_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"output {exp_dir}: {folder} is a file, not a folder; set output: (or --output) "
+                              "to a folder")
+
+
+@contextlib.contextmanager
+def locked(experiment: Experiment, smoke: bool = False, wait: bool = False,
+           on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``<exp_dir>/.adrun.lock`` while a sweep runs: one sweep per experiment folder.
+
+    A second sweep gets a ``ConfigError`` naming the holder (or, with ``wait``, blocks
+    until it is free). The lock is ``flock``'s, so it dies with its process, even a
+    SIGKILLed one; ``--jobs`` workers and Ray tasks never take it, they run under the
+    driver's. Yields the experiment folder, created here: the sweep's first write.
+    """
+    exp_dir = experiment_dir(experiment, smoke)
+    _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
+    path = exp_dir / LOCK
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"output {exp_dir}: cannot write there ({exc.strerror or exc}); set output: "
+                          "(or --output) to a folder you can write") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(path)
+            if not wait:
+                raise ConfigError(f"{exp_dir}: another adrun sweep ({holder}) is running on this experiment folder; "
+                                  "wait for it to finish, or pass --wait to start when it does") from None
+            if on_wait:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}\n".encode())
+        yield exp_dir
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
 
 
 def is_done(cell: Cell, exp_dir: Path) -> bool:
@@ -187,41 +244,66 @@ def execute(
 
 
 def _serial(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> None:
-    from adrun.run import run_cell
+    from adrun.records import write_record
+    from adrun.run import one_line, run_cell
 
     with Interrupts() as interrupts:
         for i, cell in enumerate(todo, start=1):
             if on_start:
                 on_start(cell, i, len(todo))
+            # This run's record as run_cell last handed it over, whether or not it reached the
+            # disk: record.json may still be an earlier run's, and its error is not this one's.
+            kept: dict[str, dict] = {}
+
+            def sink(folder: Path, record: dict, kept=kept) -> None:
+                kept["record"] = dict(record)
+                write_record(folder, record)
+
             try:
-                record = run_cell(cell, the_plan.root, the_plan.exp_dir)
+                record = run_cell(cell, the_plan.root, the_plan.exp_dir, sink=sink)
             except KeyboardInterrupt:
                 interrupts.arm()
-                try:
-                    finished(cell, _record_of(cell, the_plan.exp_dir))
-                except (OSError, json.JSONDecodeError):
-                    raise KeyboardInterrupt from None  # before the cell wrote its first record
+                if "record" not in kept:
+                    raise KeyboardInterrupt from None  # before the cell began its record
+                finished(cell, kept["record"])
                 return
             except AdrunError:
                 raise  # disk full and the like: every later cell would fail the same way
-            except Exception:
-                record = _record_of(cell, the_plan.exp_dir)
+            except Exception as exc:
+                record = kept.get("record", {})
+                if record.get("status") in (None, "running"):  # failed before run_cell's own try
+                    record = {**record, "status": "failed", "error": one_line(exc)}
             interrupts.arm()
             if finished(cell, record):
                 return
 
 
-def _worker_record(cell: Cell, the_plan: Plan, returncode: int) -> dict[str, Any]:
-    """The record a worker left; a worker killed mid-cell (OOM, SIGKILL) gets a failed one."""
-    from adrun.records import now, write_record
+def _read_record(cell: Cell, exp_dir: Path) -> dict[str, Any] | None:
+    try:
+        return _record_of(cell, exp_dir)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _worker_record(cell: Cell, the_plan: Plan, returncode: int, before: dict | None = None) -> dict[str, Any]:
+    """The record a worker left; a worker killed mid-cell (OOM, SIGKILL) gets a failed one.
+
+    ``before`` is the record on disk when the worker started: if it is still there, the
+    worker died before writing any, and that earlier run's error is not this one's.
+    """
+    from adrun.records import write_record
     from adrun.run import base_record
 
-    try:
-        record = _record_of(cell, the_plan.exp_dir)
-    except (OSError, json.JSONDecodeError):
+    record = _read_record(cell, the_plan.exp_dir)
+    if record is None or record == before or record.get("key") != cell.key:
         record = base_record(cell, the_plan.root)
-    if record.get("status") == "running" or record.get("key") != cell.key:
-        record.update(status="failed", error=f"worker process exited with code {returncode}", finished_at=now())
+        error = f"worker process exited with code {returncode} before the cell began"
+    elif record.get("status") == "running":
+        error = f"worker process exited with code {returncode}"
+    else:
+        return record
+    record.update(status="failed", error=error, finished_at=now())
+    with contextlib.suppress(OSError):  # disk full or read-only: the sweep's summary still says it
         write_record(run_dir(the_plan.exp_dir, cell.label, cell.category), record)
     return record
 
@@ -253,6 +335,7 @@ def _parallel(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -
     devices = _devices()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     running: dict[subprocess.Popen, Cell] = {}
+    before: dict[subprocess.Popen, dict | None] = {}  # each cell's record on disk at its launch
     queue = list(todo)
     stop = {"now": False}
 
@@ -278,19 +361,21 @@ def _parallel(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
                 if devices:
                     env["CUDA_VISIBLE_DEVICES"] = devices[launched % len(devices)]
+                earlier = _read_record(cell, the_plan.exp_dir)
                 # Own session: a terminal Ctrl-C reaches the sweep, which forwards exactly one.
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "adrun.worker", str(spec)], env=env, start_new_session=True,
                     preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
                 running[proc] = cell
+                before[proc] = earlier
                 launched += 1
                 if on_start:
                     on_start(cell, launched, len(todo))
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
                 cell = running.pop(proc)
-                if finished(cell, _worker_record(cell, the_plan, proc.returncode)):
+                if finished(cell, _worker_record(cell, the_plan, proc.returncode, before.pop(proc))):
                     stop["now"] = True
             if stop["now"] and not running:
                 break
