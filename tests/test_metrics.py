@@ -60,6 +60,16 @@ def test_bad_metrics_and_logger_are_one_line_and_exit_2(tmp_path, sets, expected
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
+def test_a_logger_that_is_not_installed_names_the_extra(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    cfg = write_yaml(tmp_path / "c.yaml", {**tiny_raw(tmp_path / "r"), "logger": "mlflow"})
+    result = runner.invoke(app, ["sweep", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"adrun: error: {cfg}: logger: mlflow is not installed; pip install 'adrun[track]', or remove logger: (got 'mlflow')"]
+
+
 def test_metric_set_is_part_of_the_key_and_the_logger_is_not():
     base = {"name": "x", "data": {"format": "synthetic"}, "models": [{"name": "patchcore"}]}
 

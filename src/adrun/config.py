@@ -225,9 +225,6 @@ class LoggerConfig(_Strict):
     def _known(cls, value):
         if value not in LOGGER_NAMES:
             raise _unknown("logger", value, LOGGER_NAMES)
-        package = LOGGER_PACKAGES[value]
-        if package and importlib.util.find_spec(package) is None:
-            raise ValueError(f"{value} is not installed; pip install 'adrun[track]', or remove logger:")
         return value
 
     @model_validator(mode="after")
@@ -279,6 +276,15 @@ class Experiment(_Strict):
     @classmethod
     def _logger_name(cls, value):
         return {"name": value} if isinstance(value, str) else value  # logger: mlflow
+
+    @field_validator("logger")
+    @classmethod
+    def _logger_installed(cls, value):
+        # Checked here, not on the cell: `adrun test` of a tracked run needs no tracker.
+        package = LOGGER_PACKAGES[value.name] if value is not None else None
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(f"{value.name} is not installed; pip install 'adrun[track]', or remove logger:")
+        return value
 
     @field_validator("metrics")
     @classmethod
