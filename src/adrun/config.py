@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from adrun import __version__
@@ -38,6 +40,19 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_CELLS = 10_000
 # Keys of a model entry that describe data or training, not the model's constructor.
 NON_MODEL_KEYS = {"name", "label", "train_batch_size", "eval_batch_size", "image_size", "trainer"}
+# What anomalib's Evaluator computes on request (registry.METRICS builds them): image_* from
+# the image scores and labels, pixel_* from the anomaly maps and masks.
+METRIC_NAMES = (
+    "image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO",
+    "image_AUPR", "pixel_AUPR", "image_F1Score", "pixel_F1Score",
+)
+# The field's usual four (MVTec AD papers report these); F1Max is threshold-free, F1Score
+# depends on anomalib's adaptive threshold.
+DEFAULT_METRICS = ("pixel_AUROC", "image_AUROC", "pixel_AUPRO", "image_F1Max")
+AUPRO_FPR_LIMIT = 0.3  # anomalib's default and the MVTec AD paper's integration limit
+LOGGER_NAMES = ("tensorboard", "mlflow", "csv")
+# The package each logger needs (pip install 'adrun[track]').
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "csv": None}
 
 
 class _Strict(BaseModel):
@@ -160,6 +175,78 @@ class EfficientAdConfig(_ModelBase):
 ModelConfig = Annotated[PatchcoreConfig | EfficientAdConfig, Field(discriminator="name")]
 
 
+def _unknown(kind: str, name: Any, choices: tuple[str, ...]) -> ValueError:
+    hint = difflib.get_close_matches(str(name), choices, n=1)
+    fix = f"did you mean {hint[0]!r}?" if hint else f"choose one of {', '.join(choices)}"
+    return ValueError(f"unknown {kind}; {fix}")
+
+
+class MetricConfig(_Strict):
+    """One metric for anomalib's Evaluator: a name, plus settings where the metric has any."""
+
+    name: str
+    # pixel_AUPRO only: the false-positive rate up to which the PRO curve is integrated.
+    # None: 0.3, anomalib's default, filled in so the record and the cell key always hold it.
+    fpr_limit: float | None = Field(None, gt=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value):
+        if value not in METRIC_NAMES:
+            raise _unknown("metric", value, METRIC_NAMES)
+        return value
+
+    @model_validator(mode="after")
+    def _settings(self):
+        if self.name == "pixel_AUPRO":
+            if self.fpr_limit is None:
+                self.fpr_limit = AUPRO_FPR_LIMIT
+        elif self.fpr_limit is not None:
+            raise ValueError(f"fpr_limit applies to pixel_AUPRO only; remove it from {self.name}")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that change this metric's value (fpr_limit for AUPRO), for the record."""
+        return self.model_dump(exclude={"name"}, exclude_none=True)
+
+
+class LoggerConfig(_Strict):
+    """An optional Lightning logger for every cell (``pip install 'adrun[track]'``).
+
+    It records what the cell computes and never changes it, so it stays out of the cell key.
+    Everything it writes goes under the experiment folder: ``logs/<name>/`` for tensorboard
+    and csv, an MLflow file store at ``mlruns/`` unless ``tracking_uri`` names a server.
+    """
+
+    name: str
+    # mlflow: an http(s):// tracking server. None: a local file store in <exp>/mlruns.
+    tracking_uri: str | None = None
+    # mlflow: the MLflow experiment the runs go to. None: the adrun experiment's name.
+    experiment_name: str | None = None
+    # mlflow: tags set on every run.
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value):
+        if value not in LOGGER_NAMES:
+            raise _unknown("logger", value, LOGGER_NAMES)
+        return value
+
+    @model_validator(mode="after")
+    def _options(self):
+        if self.name != "mlflow":
+            given = [k for k in ("tracking_uri", "experiment_name", "tags") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"{given[0]} applies to the mlflow logger only; remove it")
+        if self.tracking_uri is not None and not re.match(r"^https?://", self.tracking_uri):
+            # A local store elsewhere would be a write outside the output folder.
+            raise ValueError(
+                "tracking_uri must be an http(s):// server; leave it out for a file store under the experiment folder"
+            )
+        return self
+
+
 class SmokeConfig(_Strict):
     """The ``--smoke`` subset: same experiment, a few images, one epoch or a few steps."""
 
@@ -176,10 +263,45 @@ class Experiment(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    # Each a name (pixel_AUROC) or a mapping with settings ({name: pixel_AUPRO, fpr_limit: 0.3}).
+    metrics: list[MetricConfig] = Field(default_factory=lambda: [MetricConfig(name=n) for n in DEFAULT_METRICS])
+    logger: LoggerConfig | None = None
     # The model entries as written, grids included; model_entries() expands them.
     _raw_models: list[dict] = PrivateAttr(default_factory=list)
     # The file it was read from, for messages that name it (`adrun fetch <file>`).
     _source: str | None = PrivateAttr(None)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_names(cls, value):
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _logger_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value  # logger: mlflow
+
+    @field_validator("logger")
+    @classmethod
+    def _logger_installed(cls, value):
+        # Checked here, not on the cell: `adrun test` of a tracked run needs no tracker.
+        package = LOGGER_PACKAGES[value.name] if value is not None else None
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(f"{value.name} is not installed; pip install 'adrun[track]', or remove logger:")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_list(cls, value):
+        if not value:
+            raise ValueError(f"needs at least one metric, e.g. {', '.join(DEFAULT_METRICS)}")
+        names = [m.name for m in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]} is listed twice; keep one")
+        return value
 
 
 class Cell(_Strict):
@@ -196,17 +318,22 @@ class Cell(_Strict):
     data: DataConfig
     trainer: TrainerConfig
     smoke_settings: SmokeConfig
+    metrics: list[MetricConfig] = Field(default_factory=lambda: [MetricConfig(name=n) for n in DEFAULT_METRICS])
+    logger: LoggerConfig | None = None
 
     @property
     def key(self) -> str:
-        """Hash of what decides the result: model, data, trainer, seed, smoke, adrun version."""
+        """Hash of what decides the result: model, data, trainer, seed, smoke, metrics, adrun version."""
         # Positions and the list of other categories do not change this cell's result:
-        # adding a category to a sweep must not rerun the finished ones.
+        # adding a category to a sweep must not rerun the finished ones. The logger only
+        # watches. The metric set is in: a record must hold every metric asked for.
         payload = self.model_dump(
-            mode="json", exclude={"index": True, "category_index": True, "data": {"categories", "num_workers"}}
+            mode="json",
+            exclude={"index": True, "category_index": True, "data": {"categories", "num_workers"}, "logger": True},
         )
         if not payload["data"].get("test_good_from_train"):
             del payload["data"]["test_good_from_train"]  # off: the keys of cells made before it stay
+        payload["metrics"] = sorted(payload["metrics"], key=lambda m: m["name"])
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -513,6 +640,8 @@ def expand(experiment: Experiment, categories: list[str], smoke: bool = False) -
                     data=experiment.data,
                     trainer=trainer,
                     smoke_settings=experiment.smoke,
+                    metrics=experiment.metrics,
+                    logger=experiment.logger,
                 )
             )
     return cells

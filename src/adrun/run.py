@@ -24,11 +24,11 @@ from adrun.records import atomic_write, now, read_record, versions, write_record
 
 CHECKPOINT = "model.ckpt"
 LOG = "log.txt"
-METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
     "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
     "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
+    "mlflow",
 )
 
 
@@ -81,7 +81,9 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "weights": sources(cell.model),
         "versions": versions(),
         "metrics": {},
+        "metric_settings": {},
         "seconds": {},
+        "timing": {},
         "checkpoint": None,
         "error": None,
         "started_at": now(),
@@ -94,20 +96,113 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _metrics(results: list[dict]) -> dict[str, float]:
+def _metrics(results: list[dict], cell: Cell) -> dict[str, float]:
+    """The values anomalib's Evaluator computed for the cell's ``metrics:``, in config order."""
     merged: dict[str, float] = {}
     for result in results or []:
-        merged.update({k: float(v) for k, v in result.items() if k in METRICS})
-    return merged
+        merged.update({k: float(v) for k, v in result.items()})
+    return {m.name: merged[m.name] for m in cell.metrics if m.name in merged}
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
+def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
+    # AUPRO's formula changed within anomalib's history (PR #3115): a value is only
+    # comparable with the class, settings and anomalib version it was computed with.
+    from adrun import registry
+
+    anomalib = versions()["anomalib"]
+    return {m.name: {**registry.metric_settings(m), "anomalib": anomalib} for m in cell.metrics}
+
+
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, track: bool = False):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
     model = registry.build_model(cell, exp_dir)
-    engine = registry.build_engine(cell, folder / "anomalib")
+    logger = registry.build_logger(cell, exp_dir) if track else False
+    engine = registry.build_engine(cell, folder / "anomalib", logger=logger)
     return datamodule, model, engine
+
+
+class PeakMemory:
+    """Peak resident memory of this process over a block, and peak CUDA memory when CUDA is in use.
+
+    Linux lets a process reset its own peak RSS (``/proc/self/clear_refs``), so the figure
+    is the cell's own even when one process runs many cells; elsewhere it is the process's
+    peak so far (``peak_rss_scope: process``).
+    """
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.scope = "cell"
+        except OSError:
+            self.scope = "process"
+        self._cuda = _cuda_in_use()
+        if self._cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"peak_rss_mb": round(_peak_rss_bytes() / 2**20, 1), "peak_rss_scope": self.scope}
+        if self._cuda or _cuda_in_use():
+            import torch
+
+            out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+
+def _cuda_in_use() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def timing(fit_s: float, test_s: float, n_test: int, memory: dict[str, Any]) -> dict[str, Any]:
+    """The record's cost figures. Test time is engine.test() wall time: loading, scoring, metrics."""
+    return {
+        "fit_s": round(fit_s, 3),
+        "test_s": round(test_s, 3),
+        "test_images": n_test,
+        # Four significant digits: images/s spans 0.1 (EfficientAd on a busy CPU) to 1000s (GPU).
+        "test_ms_per_image": float(f"{1000 * test_s / n_test:.4g}") if n_test else None,
+        "images_per_s": float(f"{n_test / test_s:.4g}") if n_test and test_s > 0 else None,
+        **memory,
+    }
+
+
+def _n_test(datamodule) -> int:
+    try:
+        return len(datamodule.test_data)
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _track_timing(engine, cost: dict[str, Any]) -> None:
+    """Hand the cost figures to the cell's logger too, then close its run."""
+    logger = engine.trainer.logger
+    if logger is None:
+        return
+    logger.log_metrics({f"timing/{k}": float(v) for k, v in cost.items() if isinstance(v, int | float)})
+    logger.finalize("success")
 
 
 def run_cell(
@@ -125,11 +220,11 @@ def run_cell(
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
     # point (even while anomalib is still importing) ends as an "interrupted" record.
     try:
-        with cell_log(folder):
+        with cell_log(folder), PeakMemory() as memory:
             from lightning.pytorch import seed_everything
 
             seed_everything(cell.seed, workers=True, verbose=False)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True)
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
@@ -138,10 +233,14 @@ def run_cell(
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
             grid = sample_grid(engine, model, datamodule, cell, folder)
+            cost = timing(fit_s, test_s, _n_test(datamodule), memory.result())
+            _track_timing(engine, cost)
         record.update(
             status="success",
-            metrics=_metrics(results),
+            metrics=_metrics(results, cell),
+            metric_settings=_metric_settings(cell),
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
+            timing=cost,
             checkpoint=CHECKPOINT,
         )
         note_samples(record, grid)
@@ -271,8 +370,14 @@ def test_run(run: Path) -> dict[str, Any]:
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
         grid = sample_grid(engine, model, datamodule, cell, run)
-    record["metrics"] = _metrics(results)
+        n_test = _n_test(datamodule)
+    record["metrics"] = _metrics(results, cell)
+    record["metric_settings"] = _metric_settings(cell)
     record["seconds"]["test"] = round(test_s, 3)
+    # The fit's figures (fit_s, peak memory) stay; the test figures are this test's.
+    fresh = timing(0.0, test_s, n_test, {})
+    record["timing"] = {**record.get("timing", {}), **{k: fresh[k] for k in ("test_s", "test_images",
+                                                                            "test_ms_per_image", "images_per_s")}}
     note_samples(record, grid)
     record["tested_at"] = now()
     write_record(run, record)

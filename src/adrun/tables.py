@@ -48,10 +48,35 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+TIMING = {  # record["timing"] key -> timing table column
+    "fit_s": "fit s", "test_ms_per_image": "test ms/image", "images_per_s": "images/s",
+    "peak_rss_mb": "peak RSS MB", "cuda_peak_mb": "CUDA peak MB",
+}
+
+
+def write_timing(exp_dir: Path, records: list[dict]) -> pd.DataFrame:
+    """``timing.{csv,md}``: one row per successful cell with its cost figures (record["timing"])."""
+    rows = [
+        {"model": r["label"], "category": r["category"], "seed": r.get("seed"),
+         **{column: r.get("timing", {}).get(key) for key, column in TIMING.items()}}
+        for r in records
+        if r.get("status") == "success"
+    ]
+    table = pd.DataFrame(rows, columns=["model", "category", "seed", *TIMING.values()])
+    if table["CUDA peak MB"].isna().all():
+        table = table.drop(columns="CUDA peak MB")  # a CPU run has none
+    atomic_write_text(exp_dir / "timing.csv", table.to_csv(index=False))
+    header = "| " + " | ".join(table.columns) + " |\n|" + "|".join(["---"] * 3 + ["---:"] * (len(table.columns) - 3))
+    body = ["| " + " | ".join("–" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in table.itertuples(index=False)]
+    atomic_write_text(exp_dir / "timing.md", "\n".join([header + "|", *body]) + "\n")
+    return table
+
+
 def write_tables(exp_dir: Path, compare: list[str] | tuple[str, ...] = ()) -> dict[str, pd.DataFrame]:
     """Rewrite every derived file of an experiment from its records; return the tables.
 
-    ``metrics.csv``, ``pixel_auroc.{csv,md,png}``, ``image_auroc.{csv,md}``,
+    ``metrics.csv``, ``pixel_auroc.{csv,md,png}``, ``image_auroc.{csv,md}``, ``timing.{csv,md}``,
     ``compare_<name>.{csv,md}`` for each name in ``compare`` and for every comparison
     written earlier (so they never go stale), and ``report.html``. The returned dict
     holds the wide tables by name and each comparison's long table as ``compare_<name>``.
@@ -71,6 +96,7 @@ def write_tables(exp_dir: Path, compare: list[str] | tuple[str, ...] = ()) -> di
         atomic_write_text(exp_dir / f"{name}.csv", table.to_csv(float_format="%.6f"))
         atomic_write_text(exp_dir / f"{name}.md", to_markdown(table))
         out[name] = table
+    out["timing"] = write_timing(exp_dir, records)
     plots.heatmap(out["pixel_auroc"], exp_dir / "pixel_auroc.png", f"pixel AUROC: {exp_dir.name}")
     for name in names:
         out[f"compare_{name}"] = compare_lib.write(exp_dir, records, name)
