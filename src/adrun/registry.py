@@ -125,15 +125,17 @@ def build_model(cell: Cell, exp_dir: Path):
 # --------------------------------------------------------------------------- engine
 
 
-def trainer_arguments(cell: Cell) -> dict[str, Any]:
+def trainer_arguments(cell: Cell, devices: int | None = None) -> dict[str, Any]:
     args = cell.trainer.model_dump(exclude_none=True)
+    if devices is not None:  # the backend pinned the process to this many (CUDA_VISIBLE_DEVICES)
+        args["devices"] = devices
     if cell.smoke:
         args["max_epochs"] = 1
         args["max_steps"] = cell.smoke_settings.max_steps
     return args
 
 
-def build_engine(cell: Cell, work_dir: Path) -> Engine:
+def build_engine(cell: Cell, work_dir: Path, devices: int | None = None) -> Engine:
     return Engine(
         default_root_dir=work_dir,
         logger=False,
@@ -143,5 +145,5 @@ def build_engine(cell: Cell, work_dir: Path) -> Engine:
         # anomalib from adding a second, non-atomic copy under weights/lightning.
         callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
         deterministic="warn",
-        **trainer_arguments(cell),
+        **trainer_arguments(cell, devices),
     )
