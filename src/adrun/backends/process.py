@@ -60,8 +60,9 @@ def gpus(cells: Sequence[Cell], visible: str | None = None) -> list[str]:
         if seen is None:
             return [str(i) for i in indices]
         if max(indices) >= len(seen):
-            raise ConfigError(f"trainer.devices {indices}: CUDA_VISIBLE_DEVICES={visible} shows {len(seen)} GPU(s), "
-                              f"indices 0 to {len(seen) - 1}; name those, or unset CUDA_VISIBLE_DEVICES")
+            shows = f"{len(seen)} GPU(s), indices 0 to {len(seen) - 1}" if seen else "no GPU"
+            raise ConfigError(f"trainer.devices {indices}: CUDA_VISIBLE_DEVICES={visible} shows {shows}; "
+                              "name those, or unset CUDA_VISIBLE_DEVICES")
         return [seen[i] for i in indices]
     if seen is not None:
         return seen
