@@ -46,6 +46,8 @@ MAX_RETRIES = 2
 PREFLIGHT_TIMEOUT_S = 120
 CONNECT_TIMEOUT_S = 5
 POLL_S = 0.5
+# The error of a cell a node had begun when the sweep stopped (a full disk, --fail-fast).
+CANCELLED = "cancelled: the sweep stopped"
 INSTALL = "pip install 'adrun[ray]'"
 DOCS = "docs/many-machines.md"
 
@@ -355,7 +357,7 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
                     first = {"started_at": attempts[0]["started_at"], "node": attempts[-1]["node"],
                              "attempts": len(attempts)} if attempts else {}
                     if cancelled:
-                        why = "interrupted by the user" if stop["user"] else "cancelled: the sweep stopped"
+                        why = "interrupted by the user" if stop["user"] else CANCELLED
                         record = dead_record(cell, root, why, status="interrupted", **first)
                     else:
                         # Retries used up (the node died again and again) or the task could not run at all.
@@ -366,6 +368,8 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
                     record = result["record"]
                     if result["abort"] and abort is None:
                         abort = result["abort"]
+                    if record["status"] == "interrupted" and not stop["user"]:
+                        record["error"] = CANCELLED  # the task saw ray.cancel as a Ctrl-C
                 write_record(run_dir(exp_dir, cell.label, cell.category), record)
                 number = order.setdefault(name(cell), len(order) + 1)
                 wants_stop = report(Event("finished", cell, number, len(todo), record=record,
