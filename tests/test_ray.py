@@ -260,8 +260,8 @@ def test_a_cluster_without_token_authentication_gets_a_warning(tmp_path):
 
 
 def test_cells_get_a_gpu_each_or_a_split_of_the_smallest_cpu_node():
+    from adrun.backends.ray import Node, resources
     from adrun.errors import ClusterError
-    from adrun.ray_backend import Node, resources
 
     cpu = [Node("a" * 56, "10.0.0.1", 0, 0), Node("b" * 56, "10.0.0.2", 8, 0), Node("c" * 56, "10.0.0.3", 16, 0)]
     assert resources(cpu, jobs=1) == {"num_gpus": 0, "num_cpus": 8}

@@ -14,12 +14,15 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from adrun import __version__
 from adrun.errors import AdrunError
+
+if TYPE_CHECKING:
+    from adrun.backends import Event
 
 # anomalib's tqdm bars (coreset, teacher statistics) would tear through rich's progress.
 # `adrun fetch` wants the download bars back, unless the user asked for silence.
@@ -54,7 +57,7 @@ VerifyOption = Annotated[
 ]
 
 
-class Backend(str, enum.Enum):
+class Backend(enum.StrEnum):
     local = "local"
     ray = "ray"
 
@@ -153,23 +156,24 @@ def _run_plan(
     task = progress.add_task("starting", total=len(the_plan.cells))
     running: dict[str, str] = {}  # the cells running now, with the node each runs on
 
-    def on_start(cell, i, total, node=None, attempt=1):
+    def on_event(event: Event) -> None:
+        cell, record = event.cell, event.record
         name = _e(f"{cell.label} / {cell.category}")
-        if attempt > 1:
-            progress.console.print(f"  [yellow]retry[/] {name}: attempt {attempt} on {_e(node)} "
-                                   "(the node of the last one was lost)")
-        running[name] = f"{name} @ {_e(node)}" if node else name
-        progress.update(task, description=", ".join(running.values()))
-
-    def on_end(cell, record, status):
-        name = _e(f"{cell.label} / {cell.category}")
+        if event.kind == "started":
+            if event.attempt > 1:
+                progress.console.print(f"  [yellow]retry[/] {name}: attempt {event.attempt} on {_e(event.node)} "
+                                       "(the node of the last one was lost)")
+            running[name] = f"{name} @ {_e(event.node)}" if event.node else name
+            progress.update(task, description=", ".join(running.values()))
+            return
+        assert record is not None  # skipped and finished cells come with their record
         running.pop(name, None)
         progress.update(task, description=", ".join(running.values()) or "done")
-        if status == "skipped":
+        if event.kind == "skipped":
             progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
-        elif status == "interrupted":
+        elif event.status == "interrupted":
             progress.console.print(f"  [yellow]stop[/] {name}: interrupted")
-        elif status == "failed":
+        elif event.status == "failed":
             log = f"{cell.label}/{cell.category}/log.txt"
             progress.console.print(f"  [red]FAIL[/] {name}: {_e(record['error'])} (see {_e(log)})")
         else:
@@ -183,10 +187,12 @@ def _run_plan(
 
     try:
         with contextlib.ExitStack() as stack:
+            cluster = None
             if backend == "ray":
-                from adrun import ray_backend
+                from adrun.backends.ray import session
 
-                cluster = stack.enter_context(ray_backend.session(address))
+                # The one session of this sweep: the Ray backend runs on it.
+                cluster = stack.enter_context(session(address))
                 console.print(_e(cluster.summary()))
                 console.print(f"ray dashboard: {_e(cluster.dashboard_url)}" if cluster.dashboard_url
                               else "ray dashboard: none (the head node runs without one)")
@@ -194,8 +200,8 @@ def _run_plan(
                     console.print(f"[yellow]warning[/]: {_e(cluster.auth_warning)}")
             with progress:
                 outcome = sweep.execute(
-                    the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs,
-                    backend=backend, address=address,
+                    the_plan, force=force, on_event=on_event, fail_fast=fail_fast, jobs=jobs,
+                    backend=backend, address=address, cluster=cluster,
                 )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "

@@ -99,12 +99,24 @@ class TrainerConfig(_Strict):
     """The Lightning Trainer arguments adrun passes through."""
 
     accelerator: str = "auto"
-    devices: int | str = 1
+    # A count, "auto", or a list of GPU indices: a serial sweep gives the list to Lightning;
+    # `--jobs N` gives each worker one of them (CUDA_VISIBLE_DEVICES), round robin.
+    devices: int | str | list[int] = 1
     max_epochs: int | None = None
     max_steps: int | None = None
     precision: str | int | None = None
     check_val_every_n_epoch: int | None = None
     limit_train_batches: int | float | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _gpu_indices(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list of GPU indices; give at least one, e.g. [0, 1], or a count")
+            if any(i < 0 for i in value) or len(set(value)) != len(value):
+                raise ValueError(f"{value}: GPU indices must be distinct and >= 0, e.g. [0, 1]")
+        return value
 
 
 class _ModelBase(_Strict):

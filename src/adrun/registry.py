@@ -201,8 +201,10 @@ def safe_globals(model_name: str):
 # --------------------------------------------------------------------------- engine
 
 
-def trainer_arguments(cell: Cell) -> dict[str, Any]:
+def trainer_arguments(cell: Cell, devices: int | None = None) -> dict[str, Any]:
     args = cell.trainer.model_dump(exclude_none=True)
+    if devices is not None:  # the backend pinned the process to this many (CUDA_VISIBLE_DEVICES)
+        args["devices"] = devices
     if cell.smoke:
         args["max_epochs"] = 1
         args["max_steps"] = cell.smoke_settings.max_steps
@@ -258,7 +260,7 @@ def build_logger(cell: Cell, exp_dir: Path):
     return logger
 
 
-def build_engine(cell: Cell, work_dir: Path, logger=False) -> Engine:
+def build_engine(cell: Cell, work_dir: Path, logger=False, devices: int | None = None) -> Engine:
     """The cell's Engine; ``logger`` from ``build_logger`` (only ``run_cell`` passes one)."""
     return Engine(
         default_root_dir=work_dir,
@@ -269,5 +271,5 @@ def build_engine(cell: Cell, work_dir: Path, logger=False) -> Engine:
         # anomalib from adding a second, non-atomic copy under weights/lightning.
         callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
         deterministic="warn",
-        **trainer_arguments(cell),
+        **trainer_arguments(cell, devices),
     )

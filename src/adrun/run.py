@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import re
 import time
 import traceback
@@ -88,6 +89,9 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "error": None,
         "started_at": now(),
         "finished_at": None,
+        # Where it ran: the process, and the GPUs it could see (set per worker by --jobs, by Ray per task).
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
@@ -113,13 +117,14 @@ def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
     return {m.name: {**registry.metric_settings(m), "anomalib": anomalib} for m in cell.metrics}
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, track: bool = False):
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, track: bool = False,
+           devices: int | None = None):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
     model = registry.build_model(cell, exp_dir)
     logger = registry.build_logger(cell, exp_dir) if track else False
-    engine = registry.build_engine(cell, folder / "anomalib", logger=logger)
+    engine = registry.build_engine(cell, folder / "anomalib", logger=logger, devices=devices)
     return datamodule, model, engine
 
 
@@ -206,13 +211,16 @@ def _track_timing(engine, cost: dict[str, Any]) -> None:
 
 
 def run_cell(
-    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record
+    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Fit and test one cell; write and return its record. Failures are recorded, then re-raised.
 
     ``sink(folder, record)`` receives the record when the cell starts and when it ends. By
     default it writes ``record.json``; a Ray task passes one that keeps the record in memory,
-    because there only the driver writes records.
+    because there only the driver writes records. ``devices`` overrides ``trainer.devices``
+    for this run only (not the record's config or key): a backend that pinned one GPU for
+    the process passes 1.
     """
     folder = Path(exp_dir) / "runs" / cell.label / cell.category
     record = base_record(cell, root)
@@ -224,7 +232,7 @@ def run_cell(
             from lightning.pytorch import seed_everything
 
             seed_everything(cell.seed, workers=True, verbose=False)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True, devices=devices)
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start

@@ -2,11 +2,12 @@
 
 A cell whose record says ``success`` with the same key (a hash of its resolved
 config and adrun's version) is skipped; any other record means it runs again.
-A failing cell is recorded and the sweep goes on. The first Ctrl-C stops the
-current cell (recorded ``interrupted``) and leaves the tables valid; a second one
-exits at once. Every file is written atomically, so either way all files are whole.
-With ``jobs > 1`` each cell runs in its own process (``adrun.worker``); with
-``backend="ray"`` each cell is a Ray task on a cluster (``adrun.ray_backend``).
+A failing cell is recorded and the sweep goes on; an error every later cell would
+hit too (a full disk) stops it (``adrun.errors.aborts_sweep``). The first Ctrl-C
+stops the running cells (recorded ``interrupted``) and leaves the tables valid; a
+second one exits at once. Every file is written atomically, so either way all files
+are whole. Where the cells run is a backend (``adrun.backends``): in this process,
+in ``jobs`` worker processes, or as Ray tasks on a cluster.
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adrun import data, preflight
+from adrun.backends import Backend, Event
 from adrun.config import Cell, Experiment, expand, experiment_dir
-from adrun.errors import AdrunError, ConfigError
+from adrun.errors import ConfigError
 from adrun.records import RECORD, now, run_dir
+
+if TYPE_CHECKING:
+    from adrun.backends.ray import Cluster
 
 BACKENDS = ("local", "ray")
 LOCK = ".adrun.lock"
@@ -143,99 +143,69 @@ def is_done(cell: Cell, exp_dir: Path) -> bool:
     return record.get("status") == "success" and record.get("key") == cell.key
 
 
-def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir(exp_dir, cell.label, cell.category) / RECORD).read_text(encoding="utf-8"))
+def backend_for(name: str, jobs: int = 1, address: str | None = None, cluster: Cluster | None = None) -> Backend:
+    """``local`` with one job: serial; with more: a pool of ``jobs`` processes; ``ray``: Ray tasks."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend {name!r}: choose from {', '.join(BACKENDS)}")
+    if name == "ray":
+        from adrun.backends.ray import RayBackend
 
+        return RayBackend(jobs, address=address, cluster=cluster)
+    if jobs > 1:
+        from adrun.backends.process import ProcessBackend
 
-class Interrupts:
-    """First SIGINT: raise KeyboardInterrupt (or call ``on_first``); second: exit at once.
+        return ProcessBackend(jobs)
+    from adrun.backends.serial import SerialBackend
 
-    Lightning ignores SIGINT while it shuts a fit down, so ``arm()`` is called again
-    after each cell to take the signal back.
-    """
-
-    def __init__(self, on_first: Callable[[], None] | None = None, on_second: Callable[[], None] | None = None):
-        self.count = 0
-        self.on_first = on_first
-        self.on_second = on_second
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        if self.count >= 2:
-            if self.on_second:
-                self.on_second()
-            os._exit(130)
-        if self.on_first:
-            self.on_first()
-        else:
-            raise KeyboardInterrupt
-
-    def arm(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-
-    def __enter__(self):
-        self._previous = signal.getsignal(signal.SIGINT)
-        self.arm()
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
-        return False
+    return SerialBackend()
 
 
 def execute(
     the_plan: Plan,
     force: bool = False,
-    on_start: Callable[[Cell, int, int], None] | None = None,
-    on_end: Callable[[Cell, dict | None, str], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     fail_fast: bool = False,
     jobs: int = 1,
     backend: str = "local",
     address: str | None = None,
+    cluster: Cluster | None = None,
 ) -> Outcome:
     """Run the plan's cells; returns the outcome after refreshing the tables.
 
     ``backend`` is ``local`` (in this process, or ``jobs`` worker processes) or ``ray``
-    (tasks on the cluster at ``address``; ``jobs`` cells per node at once). With ``ray``,
-    ``on_start`` is also given ``node=`` (where the cell runs) and ``attempt=`` (1, then 2
-    after a retry). Raises ``KeyboardInterrupt`` after an interrupt, once the tables are rewritten.
+    (tasks on the cluster at ``address``, or on ``cluster`` if already connected; ``jobs``
+    cells per node at once). ``on_event`` sees every cell's ``Event``: ``skipped``, then
+    ``started`` (again for a Ray retry) and ``finished`` with its record. Raises the
+    aborting error (a full disk) or ``KeyboardInterrupt`` once the tables are rewritten.
     """
     from adrun.tables import write_tables
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    runner = backend_for(backend, jobs, address=address, cluster=cluster)
     outcome = Outcome()
     todo = []
     for cell in the_plan.cells:
         if not force and is_done(cell, the_plan.exp_dir):
             outcome.skipped.append(cell)
-            if on_end:
-                on_end(cell, None, "skipped")
+            if on_event:
+                on_event(Event("skipped", cell, 0, len(the_plan.cells), record=_record_of(cell, the_plan.exp_dir)))
         else:
             todo.append(cell)
 
-    def finished(cell: Cell, record: dict) -> bool:
-        """Book one finished cell; True when the sweep should stop."""
-        status = record.get("status")
-        if status == "success":
-            outcome.records.append(record)
-        elif status == "interrupted":
-            outcome.interrupted.append(record)
-        else:
-            outcome.failed.append(record)
-        if on_end:
-            on_end(cell, record, status)
-        return status == "failed" and fail_fast
+    def book(event: Event) -> bool:
+        """Book one event; True when the sweep should start no new cell (fail fast)."""
+        if event.kind == "finished" and event.record is not None:
+            if event.status == "success":
+                outcome.records.append(event.record)
+            elif event.status == "interrupted":
+                outcome.interrupted.append(event.record)
+            else:
+                outcome.failed.append(event.record)
+        if on_event:
+            on_event(event)
+        return fail_fast and event.kind == "finished" and event.status == "failed"
 
     try:
-        if backend == "ray":
-            from adrun import ray_backend
-
-            ray_backend.run(the_plan, todo, jobs, on_start, finished, address=address)
-        else:
-            run = _serial if jobs <= 1 else _parallel
-            run(the_plan, todo, jobs, on_start, finished)
+        runner.run(todo, the_plan.root, the_plan.exp_dir, book)
     finally:
         outcome.tables = write_tables(the_plan.exp_dir)
     if outcome.interrupted:
@@ -243,139 +213,5 @@ def execute(
     return outcome
 
 
-def _serial(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> None:
-    from adrun.records import write_record
-    from adrun.run import one_line, run_cell
-
-    with Interrupts() as interrupts:
-        for i, cell in enumerate(todo, start=1):
-            if on_start:
-                on_start(cell, i, len(todo))
-            # This run's record as run_cell last handed it over, whether or not it reached the
-            # disk: record.json may still be an earlier run's, and its error is not this one's.
-            kept: dict[str, dict] = {}
-
-            def sink(folder: Path, record: dict, kept=kept) -> None:
-                kept["record"] = dict(record)
-                write_record(folder, record)
-
-            try:
-                record = run_cell(cell, the_plan.root, the_plan.exp_dir, sink=sink)
-            except KeyboardInterrupt:
-                interrupts.arm()
-                if "record" not in kept:
-                    raise KeyboardInterrupt from None  # before the cell began its record
-                finished(cell, kept["record"])
-                return
-            except AdrunError:
-                raise  # disk full and the like: every later cell would fail the same way
-            except Exception as exc:
-                record = kept.get("record", {})
-                if record.get("status") in (None, "running"):  # failed before run_cell's own try
-                    record = {**record, "status": "failed", "error": one_line(exc)}
-            interrupts.arm()
-            if finished(cell, record):
-                return
-
-
-def _read_record(cell: Cell, exp_dir: Path) -> dict[str, Any] | None:
-    try:
-        return _record_of(cell, exp_dir)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _worker_record(cell: Cell, the_plan: Plan, returncode: int, before: dict | None = None) -> dict[str, Any]:
-    """The record a worker left; a worker killed mid-cell (OOM, SIGKILL) gets a failed one.
-
-    ``before`` is the record on disk when the worker started: if it is still there, the
-    worker died before writing any, and that earlier run's error is not this one's.
-    """
-    from adrun.records import write_record
-    from adrun.run import base_record
-
-    record = _read_record(cell, the_plan.exp_dir)
-    if record is None or record == before or record.get("key") != cell.key:
-        record = base_record(cell, the_plan.root)
-        error = f"worker process exited with code {returncode} before the cell began"
-    elif record.get("status") == "running":
-        error = f"worker process exited with code {returncode}"
-    else:
-        return record
-    record.update(status="failed", error=error, finished_at=now())
-    with contextlib.suppress(OSError):  # disk full or read-only: the sweep's summary still says it
-        write_record(run_dir(the_plan.exp_dir, cell.label, cell.category), record)
-    return record
-
-
-def _devices() -> list[str]:
-    """GPU ids to hand out round robin; empty on CPU."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d for d in visible.split(",") if d.strip()]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:
-        return []
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the sweep process dies (Linux), so no orphan writes on."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _parallel(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> None:
-    devices = _devices()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    running: dict[subprocess.Popen, Cell] = {}
-    before: dict[subprocess.Popen, dict | None] = {}  # each cell's record on disk at its launch
-    queue = list(todo)
-    stop = {"now": False}
-
-    def forward_interrupt():
-        stop["now"] = True
-        for proc in running:
-            proc.send_signal(signal.SIGINT)
-
-    def kill_all():
-        for proc in running:
-            proc.kill()
-
-    with tempfile.TemporaryDirectory(prefix="adrun-jobs-") as specs, Interrupts(forward_interrupt, kill_all):
-        launched = 0
-        while queue or running:
-            while queue and len(running) < jobs and not stop["now"]:
-                cell = queue.pop(0)
-                spec = Path(specs) / f"{launched}.json"
-                spec.write_text(json.dumps({
-                    "cell": cell.model_dump(mode="json"), "root": str(the_plan.root),
-                    "exp_dir": str(the_plan.exp_dir), "threads": threads,
-                }))
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
-                if devices:
-                    env["CUDA_VISIBLE_DEVICES"] = devices[launched % len(devices)]
-                earlier = _read_record(cell, the_plan.exp_dir)
-                # Own session: a terminal Ctrl-C reaches the sweep, which forwards exactly one.
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "adrun.worker", str(spec)], env=env, start_new_session=True,
-                    preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-                running[proc] = cell
-                before[proc] = earlier
-                launched += 1
-                if on_start:
-                    on_start(cell, launched, len(todo))
-            time.sleep(0.2)
-            for proc in [p for p in running if p.poll() is not None]:
-                cell = running.pop(proc)
-                if finished(cell, _worker_record(cell, the_plan, proc.returncode, before.pop(proc))):
-                    stop["now"] = True
-            if stop["now"] and not running:
-                break
+def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir(exp_dir, cell.label, cell.category) / RECORD).read_text(encoding="utf-8"))
