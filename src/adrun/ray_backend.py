@@ -210,7 +210,7 @@ def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
         torch.set_num_threads(max(1, int(cpus)))
     cell = Cell.model_validate(cell_json)
     ip, node_id = _this_node()
-    attempt = _note_attempt(run_dir(exp_dir, cell.label, cell.category), ip, node_id)
+    attempt = _note_attempt(run_dir(exp_dir, cell.folder), ip, node_id)
     kept: dict[str, Any] = {}
     fatal = None
     try:
@@ -314,21 +314,21 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
     exp_dir = the_plan.exp_dir
     pending: dict[Any, Cell] = {}
     for cell in todo:
-        (run_dir(exp_dir, cell.label, cell.category) / ATTEMPTS).unlink(missing_ok=True)
+        (run_dir(exp_dir, cell.folder) / ATTEMPTS).unlink(missing_ok=True)
         pending[task.remote(cell.model_dump(mode="json"), str(the_plan.root), str(exp_dir))] = cell
     seen: dict[str, int] = {}  # cell name -> attempts already reported
     order: dict[str, int] = {}  # cell name -> its number in the progress view
     stop = {"now": False, "cancelled": False, "user": False}
 
     def name(cell: Cell) -> str:
-        return f"{cell.label}/{cell.category}"
+        return cell.folder  # unique per cell, seeds included
 
     def poll(cell: Cell) -> list[dict]:
-        attempts = _attempts(run_dir(exp_dir, cell.label, cell.category))
+        attempts = _attempts(run_dir(exp_dir, cell.folder))
         for n in range(seen.get(name(cell), 0), len(attempts)):
             if n == 0:
                 order[name(cell)] = len(order) + 1
-                write_record(run_dir(exp_dir, cell.label, cell.category),
+                write_record(run_dir(exp_dir, cell.folder),
                              _driver_record(cell, the_plan, "running", None, attempts[:1]))
             if on_start:
                 on_start(cell, order[name(cell)], len(todo), node=attempts[n]["node"], attempt=n + 1)
@@ -366,7 +366,7 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
                         record = _driver_record(cell, the_plan, "failed", error, attempts)
                 else:
                     record, fatal = result["record"], result["fatal"]
-                write_record(run_dir(exp_dir, cell.label, cell.category), record)
+                write_record(run_dir(exp_dir, cell.folder), record)
                 if fatal:
                     cancel(started_too=True)
                     raise DiskFullError(fatal)

@@ -133,7 +133,7 @@ def trainer_arguments(cell: Cell) -> dict[str, Any]:
     return args
 
 
-def build_engine(cell: Cell, work_dir: Path) -> Engine:
+def build_engine(cell: Cell, work_dir: Path, callbacks: list | tuple = ()) -> Engine:
     return Engine(
         default_root_dir=work_dir,
         logger=False,
@@ -141,7 +141,7 @@ def build_engine(cell: Cell, work_dir: Path) -> Engine:
         enable_model_summary=False,
         # adrun writes the checkpoint itself, atomically (run.py); save_top_k=0 keeps
         # anomalib from adding a second, non-atomic copy under weights/lightning.
-        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), *callbacks],
         deterministic="warn",
         **trainer_arguments(cell),
     )

@@ -19,7 +19,7 @@ from typing import Any
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
 from adrun.preflight import sources
-from adrun.records import atomic_write, now, read_record, versions, write_record
+from adrun.records import RECORD, atomic_write, now, read_record, run_dir, versions, write_record
 
 CHECKPOINT = "model.ckpt"
 LOG = "log.txt"
@@ -68,6 +68,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
     return {
         "status": "running",
         "label": cell.label,
+        "folder": cell.folder,
         "model": cell.model.name,
         "category": cell.category,
         "index": cell.index,
@@ -100,12 +101,12 @@ def _metrics(results: list[dict]) -> dict[str, float]:
     return merged
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, callbacks: list | tuple = ()):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
     model = registry.build_model(cell, exp_dir)
-    engine = registry.build_engine(cell, folder / "anomalib")
+    engine = registry.build_engine(cell, folder / "anomalib", callbacks)
     return datamodule, model, engine
 
 
@@ -118,7 +119,7 @@ def run_cell(
     default it writes ``record.json``; a Ray task passes one that keeps the record in memory,
     because there only the driver writes records.
     """
-    folder = Path(exp_dir) / "runs" / cell.label / cell.category
+    folder = run_dir(exp_dir, cell.folder)  # refused if it would land outside exp_dir
     record = base_record(cell, root)
     sink(folder, record)
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
@@ -127,8 +128,11 @@ def run_cell(
         with cell_log(folder):
             from lightning.pytorch import seed_everything
 
+            from adrun.per_image import TestScores
+
             seed_everything(cell.seed, workers=True, verbose=False)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder)
+            scores = TestScores(root)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder, [scores])
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
@@ -136,12 +140,14 @@ def run_cell(
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
+            test_scores = scores.write(folder)
             grid = sample_grid(engine, model, datamodule, cell, folder)
         record.update(
             status="success",
             metrics=_metrics(results),
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
             checkpoint=CHECKPOINT,
+            test_scores=test_scores,
         )
         note_samples(record, grid)
     except (KeyboardInterrupt, SystemExit):
@@ -215,8 +221,20 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
 
 
 def exp_dir_of(run: Path) -> Path:
-    # <exp>/runs/<label>/<category>
-    return run.parent.parent.parent
+    """The experiment folder of a run folder, by the record's own ``folder`` (else the folder above ``runs``)."""
+    import json
+
+    run = Path(run).absolute()
+    try:
+        folder = Path(json.loads((run / RECORD).read_text(encoding="utf-8"))["folder"])
+        if len(folder.parts) <= len(run.parts) and Path(*run.parts[-len(folder.parts):]) == folder:
+            return run.parents[len(folder.parts) - 1]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for parent in run.parents:
+        if parent.name == "runs":
+            return parent.parent
+    raise RunError(f"{run}: not inside an experiment's runs/ folder; pass <exp>/runs/<label>/<category>/seed-<N>")
 
 
 def test_run(run: Path) -> dict[str, Any]:
@@ -225,10 +243,14 @@ def test_run(run: Path) -> dict[str, Any]:
     record, cell, ckpt = _load(run)
     root = Path(record["data_root"])
     with cell_log(run):
-        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
+        from adrun.per_image import TestScores
+
+        scores = TestScores(root)
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, [scores])
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
+        record["test_scores"] = scores.write(run)
         grid = sample_grid(engine, model, datamodule, cell, run)
     record["metrics"] = _metrics(results)
     record["seconds"]["test"] = round(test_s, 3)

@@ -27,7 +27,7 @@ from typing import Any
 from adrun import data, preflight
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import AdrunError, ConfigError
-from adrun.records import RECORD, run_dir
+from adrun.records import RECORD, run_dir, write_plan
 
 BACKENDS = ("local", "ray")
 
@@ -37,8 +37,13 @@ class Plan:
     experiment: Experiment
     exp_dir: Path
     root: Path
-    cells: list[Cell]
+    cells: list[Cell]  # the cells to run now (after --only)
     smoke: bool = False
+    planned: list[Cell] | None = None  # every cell of the config: what the tables show
+
+    def __post_init__(self):
+        if self.planned is None:
+            self.planned = list(self.cells)
 
 
 @dataclass
@@ -55,7 +60,9 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
     exp_dir = experiment_dir(experiment, smoke)
     root, categories = data.prepare(experiment, exp_dir)
     _check_output(exp_dir, root)
-    cells = expand(experiment, categories, smoke=smoke)
+    cells = planned = expand(experiment, categories, smoke=smoke)
+    for cell in cells:
+        run_dir(exp_dir, cell.folder)  # every folder is checked before anything is written
     if only:
         cells = [c for c in cells if any(fnmatch(f"{c.label}/{c.category}", pattern) for pattern in only)]
         if not cells:
@@ -67,7 +74,7 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
                 "set train_batch_size: 1 on that model entry"
             )
     preflight.require(experiment, cells, root)
-    return Plan(experiment, exp_dir, root, cells, smoke)
+    return Plan(experiment, exp_dir, root, cells, smoke, planned)
 
 
 def _check_output(exp_dir: Path, root: Path) -> None:
@@ -78,7 +85,7 @@ def _check_output(exp_dir: Path, root: Path) -> None:
 
 
 def is_done(cell: Cell, exp_dir: Path) -> bool:
-    path = run_dir(exp_dir, cell.label, cell.category) / RECORD
+    path = run_dir(exp_dir, cell.folder) / RECORD
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -87,7 +94,7 @@ def is_done(cell: Cell, exp_dir: Path) -> bool:
 
 
 def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir(exp_dir, cell.label, cell.category) / RECORD).read_text(encoding="utf-8"))
+    return json.loads((run_dir(exp_dir, cell.folder) / RECORD).read_text(encoding="utf-8"))
 
 
 class Interrupts:
@@ -149,6 +156,8 @@ def execute(
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
     outcome = Outcome()
+    # The tables show exactly these cells, whatever else lies on disk from earlier runs.
+    write_plan(the_plan.exp_dir, the_plan.planned, the_plan.smoke)
     todo = []
     for cell in the_plan.cells:
         if not force and is_done(cell, the_plan.exp_dir):
@@ -222,7 +231,7 @@ def _worker_record(cell: Cell, the_plan: Plan, returncode: int) -> dict[str, Any
         record = base_record(cell, the_plan.root)
     if record.get("status") == "running" or record.get("key") != cell.key:
         record.update(status="failed", error=f"worker process exited with code {returncode}", finished_at=now())
-        write_record(run_dir(the_plan.exp_dir, cell.label, cell.category), record)
+        write_record(run_dir(the_plan.exp_dir, cell.folder), record)
     return record
 
 
