@@ -159,7 +159,7 @@ def test_seeds_are_a_grid_dimension(seeds):
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"seeds": "[0, 1]", "seed": 3}, "seed and seeds are both set; keep one (for several seeds: seeds: [0, 1, 2])"),
+        ({"seeds": "[0, 1]", "seed": 3}, "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})"),
         ({"seeds": "[1, 1]"}, "seeds: [1, 1] repeats a seed; list each seed once"),
         ({"seed": "{grid: []}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),
         ({"seed": "{list: [1]}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),

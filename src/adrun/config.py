@@ -212,7 +212,9 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _one_seed_setting(self):
         if self.seeds is not None and "seed" in self.model_fields_set:
-            raise ValueError("seed and seeds are both set; keep one (for several seeds: seeds: [0, 1, 2])")
+            raise ValueError(
+                "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})"
+            )
         values = self.seed_values()
         if len(set(values)) != len(values):
             raise ValueError(f"seeds: {values} repeats a seed; list each seed once")

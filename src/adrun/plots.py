@@ -42,11 +42,12 @@ def save_png(fig, path: Path, dpi: int = 120) -> None:
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", optimize=True))
 
 
-def heatmap(table, path: Path, title: str) -> None:
+def heatmap(table, path: Path, title: str) -> list[str]:
     """Categories x models with the values printed in the cells; the mean row set apart below a gap.
 
     ``table`` is a ``tables.MetricTable`` (cells read "0.961 ± 0.004" where there are seeds
     to spread over, the colour is the mean) or a plain wide DataFrame of numbers.
+    Returns the texts printed in the cells, row by row.
     """
     import numpy as np
 
@@ -74,6 +75,7 @@ def heatmap(table, path: Path, title: str) -> None:
     )
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = None
+    printed = []
     for ax, part, bold in zip(axes[:, 0], [body, mean], [False, True], strict=False):
         if part is None:
             continue
@@ -81,6 +83,7 @@ def heatmap(table, path: Path, title: str) -> None:
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=VMIN, vmax=VMAX, aspect="auto")
         for (i, j), value in np.ndenumerate(values):
             shown = text(part.index[i], part.columns[j], value) if len(part.columns) else "–"
+            printed.append(shown)
             # Dark text on the bright (yellow) end of viridis, white elsewhere.
             light = not np.isnan(value) and value > VMIN + 0.7 * (VMAX - VMIN)
             ax.text(j, i, shown, ha="center", va="center", fontsize=9 if spread else 10,
@@ -102,3 +105,4 @@ def heatmap(table, path: Path, title: str) -> None:
         bar = fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.05, pad=0.03)
         bar.ax.tick_params(labelsize=8)
     save_png(fig, path)
+    return printed

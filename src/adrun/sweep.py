@@ -207,9 +207,17 @@ def _serial(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> 
             except KeyboardInterrupt:
                 interrupts.arm()
                 try:
-                    finished(cell, _record_of(cell, the_plan.exp_dir))
+                    record = _record_of(cell, the_plan.exp_dir)
                 except (OSError, json.JSONDecodeError):
                     raise KeyboardInterrupt from None  # before the cell wrote its first record
+                if record.get("key") != cell.key:
+                    raise KeyboardInterrupt from None  # ditto: what is there is an earlier run's record
+                if record.get("status") == "running":  # stopped between its first record and its try
+                    from adrun.records import now, write_record
+
+                    record.update(status="interrupted", error="interrupted by the user", finished_at=now())
+                    write_record(run_dir(the_plan.exp_dir, cell.folder), record)
+                finished(cell, record)
                 return
             except AdrunError:
                 raise  # disk full and the like: every later cell would fail the same way
