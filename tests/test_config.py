@@ -187,3 +187,14 @@ def test_folder_names_are_safe_slugs_and_keep_safe_labels():
     assert folder_name("p[w=/a/b]") != folder_name("p[w=/a_b]")
     assert cell_folder("patchcore[w=/a]", "tile", 7).startswith("runs/patchcore_w=_a-")
     assert cell_folder("patchcore[w=/a]", "tile", 7).endswith("/tile/seed-7")
+
+
+def test_seeds_example_is_small_offline_and_three_seeds():
+    experiment = load_experiment(CONFIGS / "seeds.yaml")
+    assert experiment.seed_values() == [0, 1, 2]
+    demo = load_experiment(CONFIGS / "demo.yaml")
+    assert experiment.data.categories == demo.data.categories and experiment.data.format == "synthetic"
+    (model,) = experiment.models
+    assert model.name == "patchcore" and model.pre_trained is False and model.weights is None
+    cells = expand(experiment, experiment.data.categories)
+    assert len(cells) == 9 and {c.folder.rsplit("/", 1)[1] for c in cells} == {"seed-0", "seed-1", "seed-2"}
