@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup demo test test-full check smoke lint readme clean
+.PHONY: help setup demo seeds test test-full check smoke lint readme clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ demo: $(BASE) ## Run the offline demo (synthetic data, both models, 3 categories
 	$(BIN)/adrun sweep configs/demo.yaml
 	$(BIN)/adrun table results/demo --compare assignment
 
+seeds: $(BASE) ## Run configs/seeds.yaml (Patchcore, three seeds, offline) -> results/seeds
+	$(BIN)/adrun sweep configs/seeds.yaml
+
 test: $(DEV) ## Fast inner loop: every test not marked slow or ray (about a minute)
 	$(BIN)/python -m pytest -m "not slow and not ray"
 
@@ -52,8 +55,8 @@ lint: $(DEV) ## ruff check and ruff format (fixes what it can)
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
 
-readme: ## Put the demo's real pixel-AUROC table into README.md (after make demo)
+readme: ## Put the demo's (and results/seeds') real pixel-AUROC table into README.md (after make demo, make seeds)
 	$(BIN)/python scripts/readme_table.py
 
 clean: ## Remove results and caches (keeps .venv)
-	rm -rf results/demo results/smoke .pytest_cache
+	rm -rf results/demo results/seeds results/smoke .pytest_cache

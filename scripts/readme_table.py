@@ -1,7 +1,9 @@
 """Refresh the generated parts of README.md from real output (run after `make demo`).
 
 - between <!-- demo-table:start --> and <!-- demo-table:end -->: results/demo/pixel_auroc.md
-  and the cells' own timings from their records;
+  (without its title line) and the cells' own timings from their records;
+- between <!-- seeds-table:start --> and <!-- seeds-table:end -->: the same from
+  results/seeds (after `adrun sweep configs/seeds.yaml`), when that folder exists;
 - between <!-- help:start --> and <!-- help:end -->: `adrun --help`.
 
 `--check-help` changes nothing: it exits 1 when the README's help block differs from
@@ -10,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -43,24 +44,36 @@ def check_help(readme: Path) -> int:
     return 0
 
 
-def main() -> None:
-    if sys.argv[1:] == ["--check-help"]:
-        sys.exit(check_help(REPO / "README.md"))
-    demo = REPO / "results" / "demo"
-    table = (demo / "pixel_auroc.md").read_text()
-    records = [json.loads(p.read_text()) for p in sorted(demo.glob("runs/*/*/record.json"))]
-    seconds = sum(r["seconds"].get("total", 0.0) for r in records if r["status"] == "success")
+def table_block(exp: Path) -> str:
+    """The experiment's pixel-AUROC table without its title line, and the cells' fit + test time."""
+    from adrun.tables import select
+
+    lines = (exp / "pixel_auroc.md").read_text().splitlines()
+    while lines and (lines[0].startswith("# ") or not lines[0].strip()):
+        lines.pop(0)  # the title names the experiment; the README's text around the block does
+    records = [r for r in select(exp).records if r["status"] == "success"]
+    seconds = sum(r["seconds"].get("total", 0.0) for r in records)
     versions = records[0]["versions"] if records else {}
     note = (
         f"\n{len(records)} cells, {seconds:.0f} s of fit + test in total on this project's 2-core CPU machine "
         f"(anomalib {versions.get('anomalib', '?')}, torch {versions.get('torch', '?')}).\n"
     )
+    return "\n".join(lines) + "\n" + note
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--check-help"]:
+        sys.exit(check_help(REPO / "README.md"))
+    demo = REPO / "results" / "demo"
     readme = REPO / "README.md"
     text = readme.read_text()
-    text = splice(text, "demo-table", table + note)
+    text = splice(text, "demo-table", table_block(demo))
+    seeds = REPO / "results" / "seeds"
+    if (seeds / "pixel_auroc.md").is_file():
+        text = splice(text, "seeds-table", table_block(seeds))
     text = splice(text, "help", help_block())
     readme.write_text(text)
-    print(f"README.md refreshed from {demo}")
+    print(f"README.md refreshed from {demo}" + (f" and {seeds}" if (seeds / "pixel_auroc.md").is_file() else ""))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ def tiny_raw(output: Path, **data) -> dict:
     return raw
 
 
+def run_path(exp: Path, label: str, category: str, seed: int = 42) -> Path:
+    """A cell's run folder, by adrun's own naming rule (``runs/<label>/<category>/seed-<N>``)."""
+    from adrun.config import cell_folder
+
+    return Path(exp) / cell_folder(label, category, seed)
+
+
 def write_yaml(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -22,7 +22,7 @@ def test_demo_patchcore_is_well_above_chance(tmp_path):
     )
     assert result.exit_code == 0, result.output
     for category in ("tile", "leather", "grid"):
-        record = json.loads((tmp_path / "demo/runs/patchcore" / category / "record.json").read_text())
+        record = json.loads((tmp_path / "demo/runs/patchcore" / category / "seed-42" / "record.json").read_text())
         assert record["metrics"]["pixel_AUROC"] >= 0.8, (category, record["metrics"])
         assert record["metrics"]["image_AUROC"] >= 0.7, (category, record["metrics"])
     md = (tmp_path / "demo" / "pixel_auroc.md").read_text().splitlines()

@@ -28,7 +28,7 @@ WORKER_IP = "127.0.0.3"
 
 
 def attempts(exp: Path, category: str, label: str = "patchcore") -> list[dict]:
-    path = exp / "runs" / label / category / "attempts.jsonl"
+    path = exp / "runs" / label / category / "seed-42" / "attempts.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -94,8 +94,8 @@ def test_ray_sweep_gives_the_local_tables_cell_by_cell(tmp_path, cluster, refere
         assert ray_record["key"] == local_record["key"]
         assert ray_record["node"] in ("127.0.0.2", WORKER_IP)
         assert f"@ {ray_record['node']})" in out
-        assert (exp / "runs/patchcore" / category / "model.ckpt").stat().st_size > 0
-        assert (exp / "runs/patchcore" / category / "log.txt").stat().st_size > 0
+        assert (exp / "runs/patchcore" / category / "seed-42" / "model.ckpt").stat().st_size > 0
+        assert (exp / "runs/patchcore" / category / "seed-42" / "log.txt").stat().st_size > 0
 
     again = adrun("sweep", sweep_config(tmp_path), "--backend", "ray", "--address", cluster.address)
     out, _ = again.communicate(timeout=300)
@@ -154,7 +154,7 @@ def test_killed_driver_leaves_whole_files_and_the_rerun_resumes(tmp_path, cluste
     wait_for(one_done_one_running)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    finished = {c: (exp / "runs/patchcore" / c / "record.json").read_bytes()
+    finished = {c: (exp / "runs/patchcore" / c / "seed-42" / "record.json").read_bytes()
                 for c in CATEGORIES if (record(exp, c) or {}).get("status") == "success"}
     for path in exp.rglob("*.json"):
         json.loads(path.read_text())  # whole, not torn
@@ -165,7 +165,7 @@ def test_killed_driver_leaves_whole_files_and_the_rerun_resumes(tmp_path, cluste
     assert rerun.returncode == 0, out
     for category, before in finished.items():
         assert f"skip patchcore / {category}" in out
-        assert (exp / "runs/patchcore" / category / "record.json").read_bytes() == before
+        assert (exp / "runs/patchcore" / category / "seed-42" / "record.json").read_bytes() == before
     assert out.count("skip") == len(finished) and out.count(" ok ") == 3 - len(finished)
     assert [record(exp, c)["status"] for c in CATEGORIES] == ["success"] * 3
     assert tables(exp) == tables(reference)

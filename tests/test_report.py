@@ -35,7 +35,7 @@ def test_every_tested_cell_has_a_sample_grid(reported):
     for r in records:
         assert r["samples"] == "samples.png" and r["samples_error"] is None
         assert r["seconds"]["samples"] > 0
-        with Image.open(reported / "runs" / r["label"] / r["category"] / "samples.png") as grid:
+        with Image.open(reported / r["folder"] / "samples.png") as grid:
             # One column per image: N_GOOD good + one per defect type of the synthetic data.
             assert grid.width > grid.height > 400
 

@@ -165,7 +165,7 @@ def test_sweep_with_weights_file_runs_and_records_it(state, tmp_path):
     raw["models"][0].update(pre_trained=True, weights=str(path))
     result = runner.invoke(app, ["sweep", str(write_yaml(tmp_path / "w.yaml", raw))])
     assert result.exit_code == 0, result.output
-    run = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile"
+    run = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     record = json.loads((run / "record.json").read_text())
     assert record["status"] == "success"
     assert record["weights"] == {"backbone": f"file {path.resolve()}"}

@@ -154,27 +154,31 @@ def _run_plan(
         TimeElapsedColumn(), console=console, transient=False,
     )
     task = progress.add_task("starting", total=len(the_plan.cells))
-    running: dict[str, str] = {}  # the cells running now, with the node each runs on
+    running: dict[str, str] = {}  # the cells running now (by folder), with the node each runs on
+    several_seeds = len({c.seed for c in the_plan.planned}) > 1
+
+    def cell_name(cell) -> str:
+        return f"{cell.label} / {cell.category}" + (f" / seed {cell.seed}" if several_seeds else "")
 
     def on_event(event: Event) -> None:
         cell, record = event.cell, event.record
-        name = _e(f"{cell.label} / {cell.category}")
+        name = _e(cell_name(cell))
         if event.kind == "started":
             if event.attempt > 1:
                 progress.console.print(f"  [yellow]retry[/] {name}: attempt {event.attempt} on {_e(event.node)} "
                                        "(the node of the last one was lost)")
-            running[name] = f"{name} @ {_e(event.node)}" if event.node else name
+            running[cell.folder] = f"{name} @ {_e(event.node)}" if event.node else name
             progress.update(task, description=", ".join(running.values()))
             return
         assert record is not None  # skipped and finished cells come with their record
-        running.pop(name, None)
+        running.pop(cell.folder, None)
         progress.update(task, description=", ".join(running.values()) or "done")
         if event.kind == "skipped":
             progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
         elif event.status == "interrupted":
             progress.console.print(f"  [yellow]stop[/] {name}: interrupted")
         elif event.status == "failed":
-            log = f"{cell.label}/{cell.category}/log.txt"
+            log = f"{cell.folder}/log.txt"
             progress.console.print(f"  [red]FAIL[/] {name}: {_e(record['error'])} (see {_e(log)})")
         else:
             m = record["metrics"]
@@ -207,7 +211,7 @@ def _run_plan(
         console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
                       "up to date; run the same command again to resume.")
         raise typer.Exit(130) from None
-    _print_table(console, outcome.tables.get("pixel_auroc"), "pixel AUROC", the_plan.exp_dir)
+    _print_summary(console, outcome.tables, the_plan.exp_dir)
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} cell(s) failed:[/]")
         for record in outcome.failed:
@@ -215,19 +219,29 @@ def _run_plan(
         raise typer.Exit(1)
 
 
-def _print_table(console, table, title: str, exp_dir: Path) -> None:
+def _print_summary(console, tables, exp_dir: Path) -> None:
+    """Pixel and image AUROC, then how many records on disk were left out and why."""
+    for name in ("pixel_auroc", "image_auroc"):
+        _print_table(console, tables.get(name), exp_dir)
+    if note := tables.selection.summary():
+        console.print(note, markup=False)
+
+
+def _print_table(console, table, exp_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     if table is None:
         return
-    view = Table(title=f"{title}  ({_e(exp_dir)})")
+    console.print(f"[bold]{escape(table.title)}[/]  ({escape(str(exp_dir))})")
+    view = Table()
     view.add_column("category")
-    for column in table.columns:
-        view.add_column(_e(column), justify="right")
-    for name, row in table.iterrows():
-        cells = ["–" if v != v else f"{v:.3f}" for v in row]  # NaN != NaN
-        view.add_row(f"[bold]{name}[/]" if name == "mean" else _e(name), *cells)
+    for column in table.mean.columns:
+        view.add_column(escape(str(column)), justify="right")
+    for name, row in table.strings().iterrows():
+        view.add_row(f"[bold]{name}[/]" if name == "mean" else escape(str(name)), *row)
     console.print(view)
+    console.print(table.footer(), markup=False)
 
 
 @app.command()
@@ -369,24 +383,82 @@ def table(
         typer.Option("--compare", metavar="NAME",
                      help="Also compare with a shipped reference: assignment, anomalib, patchcore-paper (repeatable)."),
     ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every record on disk, with the settings that differ as columns.")
+    ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", metavar="OTHER",
+                     help="Compare with another experiment folder, cell by cell: Δ with a bootstrap interval."),
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Bootstrap resamples for --against.")
+    ] = 1000,
 ) -> None:
     """Rebuild an experiment's tables from its records.
 
-    Rewrites metrics.csv, pixel_auroc.{csv,md,png}, image_auroc.{csv,md} and report.html.
+    The tables show the cells of the most recent sweep's plan (plan.json), mean ± std over their seeds.
+    Rewrites metrics.csv, <metric>.{csv,md} per metric, pixel_auroc.png and report.html.
     With --compare NAME: per category and model, ours, the reference and the delta, plus the mean,
     into compare_NAME.md and compare_NAME.csv. Comparisons made earlier are refreshed too.
+    With --all: every record on disk (all_records.{md,csv}), whatever plan it came from.
+    With --against OTHER: this experiment minus OTHER per category, with a 95% bootstrap interval and
+    a verdict, into compare_against_OTHER.{md,csv}.
     """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
     if not (results / "runs").is_dir():
         raise RunError(f"{results}: no runs/ folder; pass an experiment folder such as results/demo")
+    if against is not None:
+        from adrun import against as against_lib
+
+        against_lib.names(results, against)  # bad input fails before any file is written
+        if not (against / "runs").is_dir():
+            raise RunError(f"--against {against}: no runs/ folder; pass another experiment folder")
     tables = write_tables(results, compare=compare or [])
-    _print_table(_console(), tables["pixel_auroc"], "pixel AUROC", results)
+    console = _console()
+    if show_all:
+        _print_all(console, results)
+    else:
+        _print_summary(console, tables, results)
+        if tables.selection.plan is None:
+            typer.echo(f"no {results / 'plan.json'}: every record is shown (run a sweep to write the plan)")
     for name in compare or []:
         typer.echo("")
         typer.echo((results / f"compare_{name}.md").read_text(encoding="utf-8"), nl=False)
+    if against is not None:
+        from adrun import against as against_lib
+
+        _, md, seconds = against_lib.write(results, against, resamples=resamples)
+        typer.echo("")
+        typer.echo(md.read_text(encoding="utf-8"), nl=False)
+        typer.echo(f"wrote {md} and {md.with_suffix('.csv')} ({seconds:.1f} s of resampling)")
     typer.echo(f"\nwrote {results / 'report.html'}")
+
+
+def _print_all(console, results: Path) -> None:
+    """Every record on disk, with the differing settings; also written to all_records.{md,csv}."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from adrun.records import atomic_write_text
+    from adrun.tables import all_markdown, all_records
+
+    frame = all_records(results)
+    atomic_write_text(results / "all_records.csv", frame.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(results / "all_records.md", all_markdown(frame, results.name))
+    view = Table(title=escape(f"every record  ({results})"),
+                 caption="columns between status and the metrics: the settings that differ")
+    for column in frame.columns:
+        view.add_column(escape(str(column)), justify="right" if frame[column].dtype.kind == "f" else "left")
+    for _, row in frame.iterrows():
+        view.add_row(*(("–" if pd_isna(v) else f"{v:.3f}") if isinstance(v, float) else escape(str(v)) for v in row))
+    console.print(view)
+
+
+def pd_isna(value) -> bool:
+    return value != value  # NaN
 
 
 @app.command()

@@ -63,6 +63,9 @@ class SyntheticConfig(_Strict):
     """Sizes of the generated dataset for ``format: synthetic``."""
 
     image_size: int = Field(128, ge=32, le=1024)
+    # The images' own seed, apart from the experiment's seeds: every model seed is
+    # tested on the same images, so the spread across seeds is the model's alone.
+    seed: int = Field(42, ge=0)
     n_train: int = Field(16, ge=1)
     n_test_good: int = Field(6, ge=1)
     n_test_defect: int = Field(3, ge=1)
@@ -267,9 +270,26 @@ class SmokeConfig(_Strict):
     max_steps: int = Field(2, ge=1)
 
 
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything takes 0 .. 2**32 - 1
+
+
+def _check_seed(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer or {grid: [0, 1, 2]}")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed lies in 0 .. {MAX_SEED} (Lightning's seed_everything)")
+    return value
+
+
+class SeedGrid(_Strict):
+    grid: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1)
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    seed: int = 42
+    # One seed, or one cell per seed: {grid: [0, 1, 2]} (or the seeds: list below).
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | SeedGrid = 42
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(None, min_length=1)
     output: Path = Path("results")
     data: DataConfig = Field(default_factory=DataConfig)
     models: list[ModelConfig] = Field(min_length=1)
@@ -315,6 +335,36 @@ class Experiment(_Strict):
             raise ValueError(f"{twice[0]} is listed twice; keep one")
         return value
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_shape(cls, value):
+        # Checked whole here, so a bad value reads as one line, not as pydantic's union internals.
+        if isinstance(value, dict):
+            grid = value.get("grid") if set(value) == {"grid"} else None
+            if not isinstance(grid, list) or not grid:
+                raise ValueError("expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)")
+            for seed in grid:
+                _check_seed(seed)
+            return value
+        return _check_seed(value)
+
+    @model_validator(mode="after")
+    def _one_seed_setting(self):
+        if self.seeds is not None and "seed" in self.model_fields_set:
+            raise ValueError(
+                "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})"
+            )
+        values = self.seed_values()
+        if len(set(values)) != len(values):
+            raise ValueError(f"seeds: {values} repeats a seed; list each seed once")
+        return self
+
+    def seed_values(self) -> list[int]:
+        """The seeds to run, in file order: one cell per seed."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        return list(self.seed.grid) if isinstance(self.seed, SeedGrid) else [self.seed]
+
 
 class Cell(_Strict):
     """One model x category run, fully resolved: everything a run needs and records."""
@@ -349,6 +399,11 @@ class Cell(_Strict):
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def folder(self) -> str:
+        """Where the cell's files go, relative to the experiment folder: one folder per seed."""
+        return cell_folder(self.label, self.category, self.seed)
 
     @property
     def train_batch_size(self) -> int:
@@ -565,7 +620,9 @@ def _render(exc: ValidationError, schema: type[BaseModel]) -> list[str]:
         loc = [p for p in loc if p not in MODEL_NAMES]
         where = ".".join(loc) or "(top level)"
         kind = err["type"]
-        if kind == "extra_forbidden":
+        if not loc and kind == "value_error":  # a check across keys; its message names them
+            lines.append(err["msg"].removeprefix("Value error, "))
+        elif kind == "extra_forbidden":
             valid = _fields_at(schema, loc[:-1])
             hint = difflib.get_close_matches(loc[-1], valid, n=1)
             fix = f"did you mean {hint[0]!r}?" if hint else f"valid keys: {', '.join(sorted(valid))}"
@@ -601,6 +658,27 @@ def _fields_at(schema: type[BaseModel], loc: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- cells
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]{0,79}")
+
+
+def folder_name(name: str) -> str:
+    """A folder name for a label or category: the name itself where it is safe, else a slug plus a hash.
+
+    Grid labels are built from raw values (``patchcore[weights=/a/b.pth]``), so a label can
+    hold ``/``, ``..``, ``[`` or anything else; the hash keeps two such labels apart.
+    """
+    if SAFE_NAME.fullmatch(name) and ".." not in name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", name).replace("..", "_").strip("._-=,+")[:60]
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else digest
+
+
+def cell_folder(label: str, category: str, seed: int) -> str:
+    """``runs/<label>/<category>/seed-<N>``, each part a safe folder name; the one naming rule."""
+    return f"runs/{folder_name(label)}/{folder_name(category)}/seed-{int(seed)}"
+
+
 def cell_label(entry: dict, grid_keys: list[str]) -> str:
     base = entry.get("label") or entry["name"]
     if not grid_keys:
@@ -627,36 +705,44 @@ def model_entries(experiment: Experiment) -> list[tuple[str, ModelConfig]]:
 
 
 def expand(experiment: Experiment, categories: list[str], smoke: bool = False) -> list[Cell]:
-    """Model x category cells. ``categories`` is the resolved list (``all`` already expanded)."""
+    """Model x category x seed cells. ``categories`` is the resolved list (``all`` already expanded).
+
+    Seed first: after the first seed's cells the whole table has a value in every place.
+    """
     raw = experiment._raw_models or []
-    n = sum(grid_size(m) for m in raw if isinstance(m, dict)) * len(categories)
+    seeds = experiment.seed_values()
+    n = sum(grid_size(m) for m in raw if isinstance(m, dict)) * len(categories) * len(seeds)
     if n > MAX_CELLS:
-        what = f"{n // len(categories):,} models x {len(categories)} categories"
+        what = f"{n // (len(categories) * len(seeds)):,} models x {len(categories)} categories x {len(seeds)} seeds"
         raise ConfigError(f"models x data.categories: {_too_many(n, what)}")
     cells = []
-    for index, (label, model) in enumerate(model_entries(experiment)):
-        trainer = experiment.trainer.model_copy(
-            update=model.trainer.model_dump(exclude_unset=True, exclude_none=True)
-        )
-        for category_index, category in enumerate(categories):
-            cells.append(
-                Cell(
-                    experiment=experiment.name,
-                    label=label,
-                    index=index,
-                    category_index=category_index,
-                    category=category,
-                    seed=experiment.seed,
-                    smoke=smoke,
-                    model=model,
-                    data=experiment.data,
-                    trainer=trainer,
-                    smoke_settings=experiment.smoke,
-                    metrics=experiment.metrics,
-                    logger=experiment.logger,
-                )
+    entries = model_entries(experiment)
+    for seed in experiment.seed_values():
+        for index, (label, model) in enumerate(entries):
+            trainer = experiment.trainer.model_copy(
+                update=model.trainer.model_dump(exclude_unset=True, exclude_none=True)
             )
+            for category_index, category in enumerate(categories):
+                cells.append(_cell(experiment, label, index, category_index, category, seed, smoke, model, trainer))
     return cells
+
+
+def _cell(experiment, label, index, category_index, category, seed, smoke, model, trainer) -> Cell:
+    return Cell(
+        experiment=experiment.name,
+        label=label,
+        index=index,
+        category_index=category_index,
+        category=category,
+        seed=seed,
+        smoke=smoke,
+        model=model,
+        data=experiment.data,
+        trainer=trainer,
+        smoke_settings=experiment.smoke,
+        metrics=experiment.metrics,
+        logger=experiment.logger,
+    )
 
 
 def experiment_dir(experiment: Experiment, smoke: bool = False) -> Path:

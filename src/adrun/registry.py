@@ -260,7 +260,8 @@ def build_logger(cell: Cell, exp_dir: Path):
     return logger
 
 
-def build_engine(cell: Cell, work_dir: Path, logger=False, devices: int | None = None) -> Engine:
+def build_engine(cell: Cell, work_dir: Path, logger=False, devices: int | None = None,
+                 callbacks: list | tuple = ()) -> Engine:
     """The cell's Engine; ``logger`` from ``build_logger`` (only ``run_cell`` passes one)."""
     return Engine(
         default_root_dir=work_dir,
@@ -269,7 +270,7 @@ def build_engine(cell: Cell, work_dir: Path, logger=False, devices: int | None =
         enable_model_summary=False,
         # adrun writes the checkpoint itself, atomically (run.py); save_top_k=0 keeps
         # anomalib from adding a second, non-atomic copy under weights/lightning.
-        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False)],
+        callbacks=[ModelCheckpoint(dirpath=work_dir, save_top_k=0, save_last=False), *callbacks],
         deterministic="warn",
         **trainer_arguments(cell, devices),
     )

@@ -21,7 +21,7 @@ from typing import Any
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
 from adrun.preflight import sources
-from adrun.records import atomic_write, now, read_record, versions, write_record
+from adrun.records import RECORD, atomic_write, now, read_record, run_dir, versions, write_record
 
 CHECKPOINT = "model.ckpt"
 LOG = "log.txt"
@@ -70,6 +70,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
     return {
         "status": "running",
         "label": cell.label,
+        "folder": cell.folder,
         "model": cell.model.name,
         "category": cell.category,
         "index": cell.index,
@@ -118,13 +119,13 @@ def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
 
 
 def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, track: bool = False,
-           devices: int | None = None):
+           devices: int | None = None, callbacks: list | tuple = ()):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
     model = registry.build_model(cell, exp_dir)
     logger = registry.build_logger(cell, exp_dir) if track else False
-    engine = registry.build_engine(cell, folder / "anomalib", logger=logger, devices=devices)
+    engine = registry.build_engine(cell, folder / "anomalib", logger=logger, devices=devices, callbacks=callbacks)
     return datamodule, model, engine
 
 
@@ -222,7 +223,7 @@ def run_cell(
     for this run only (not the record's config or key): a backend that pinned one GPU for
     the process passes 1.
     """
-    folder = Path(exp_dir) / "runs" / cell.label / cell.category
+    folder = run_dir(exp_dir, cell.folder)  # refused if it would land outside exp_dir
     record = base_record(cell, root)
     sink(folder, record)
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
@@ -231,8 +232,12 @@ def run_cell(
         with cell_log(folder), PeakMemory() as memory:
             from lightning.pytorch import seed_everything
 
+            from adrun.per_image import TestScores
+
             seed_everything(cell.seed, workers=True, verbose=False)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True, devices=devices)
+            scores = TestScores(root)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True, devices=devices,
+                                               callbacks=[scores])
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
@@ -240,6 +245,7 @@ def run_cell(
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
+            test_scores = scores.write(folder)
             grid = sample_grid(engine, model, datamodule, cell, folder)
             cost = timing(fit_s, test_s, _n_test(datamodule), memory.result())
             _track_timing(engine, cost)
@@ -250,6 +256,7 @@ def run_cell(
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
             timing=cost,
             checkpoint=CHECKPOINT,
+            test_scores=test_scores,
         )
         note_samples(record, grid)
     except (KeyboardInterrupt, SystemExit):
@@ -363,8 +370,20 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
 
 
 def exp_dir_of(run: Path) -> Path:
-    # <exp>/runs/<label>/<category>
-    return run.parent.parent.parent
+    """The experiment folder of a run folder, by the record's own ``folder`` (else the folder above ``runs``)."""
+    import json
+
+    run = Path(run).absolute()
+    try:
+        folder = Path(json.loads((run / RECORD).read_text(encoding="utf-8"))["folder"])
+        if len(folder.parts) <= len(run.parts) and Path(*run.parts[-len(folder.parts):]) == folder:
+            return run.parents[len(folder.parts) - 1]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for parent in run.parents:
+        if parent.name == "runs":
+            return parent.parent
+    raise RunError(f"{run}: not inside an experiment's runs/ folder; pass <exp>/runs/<label>/<category>/seed-<N>")
 
 
 def test_run(run: Path) -> dict[str, Any]:
@@ -373,10 +392,14 @@ def test_run(run: Path) -> dict[str, Any]:
     record, cell, ckpt = _load(run)
     root = Path(record["data_root"])
     with cell_log(run):
-        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
+        from adrun.per_image import TestScores
+
+        scores = TestScores(root)
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, [scores])
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
+        record["test_scores"] = scores.write(run)
         grid = sample_grid(engine, model, datamodule, cell, run)
         n_test = _n_test(datamodule)
     record["metrics"] = _metrics(results, cell)

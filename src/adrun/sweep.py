@@ -27,7 +27,7 @@ from adrun import data, preflight
 from adrun.backends import Backend, Event
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import ConfigError
-from adrun.records import RECORD, now, run_dir
+from adrun.records import RECORD, now, run_dir, write_plan
 
 if TYPE_CHECKING:
     from adrun.backends.ray import Cluster
@@ -41,8 +41,13 @@ class Plan:
     experiment: Experiment
     exp_dir: Path
     root: Path
-    cells: list[Cell]
+    cells: list[Cell]  # the cells to run now (after --only)
     smoke: bool = False
+    planned: list[Cell] | None = None  # every cell of the config: what the tables show
+
+    def __post_init__(self):
+        if self.planned is None:
+            self.planned = list(self.cells)
 
 
 @dataclass
@@ -63,7 +68,9 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
     exp_dir = experiment_dir(experiment, smoke)
     _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
     root, categories = data.prepare(experiment, exp_dir, verify_images)
-    cells = expand(experiment, categories, smoke=smoke)
+    cells = planned = expand(experiment, categories, smoke=smoke)
+    for cell in cells:
+        run_dir(exp_dir, cell.folder)  # every folder is checked before anything is written
     if only:
         cells = [c for c in cells if any(fnmatch(f"{c.label}/{c.category}", pattern) for pattern in only)]
         if not cells:
@@ -75,7 +82,7 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
                 "set train_batch_size: 1 on that model entry"
             )
     preflight.require(experiment, cells, root)
-    return Plan(experiment, exp_dir, root, cells, smoke)
+    return Plan(experiment, exp_dir, root, cells, smoke, planned)
 
 
 def _check_output(exp_dir: Path, root: Path) -> None:
@@ -135,7 +142,7 @@ def _holder(path: Path) -> str:
 
 
 def is_done(cell: Cell, exp_dir: Path) -> bool:
-    path = run_dir(exp_dir, cell.label, cell.category) / RECORD
+    path = run_dir(exp_dir, cell.folder) / RECORD
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -182,6 +189,8 @@ def execute(
 
     runner = backend_for(backend, jobs, address=address, cluster=cluster)
     outcome = Outcome()
+    # The tables show exactly these cells, whatever else lies on disk from earlier runs.
+    write_plan(the_plan.exp_dir, the_plan.planned, the_plan.smoke)
     todo = []
     for cell in the_plan.cells:
         if not force and is_done(cell, the_plan.exp_dir):
@@ -214,4 +223,4 @@ def execute(
 
 
 def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir(exp_dir, cell.label, cell.category) / RECORD).read_text(encoding="utf-8"))
+    return json.loads((run_dir(exp_dir, cell.folder) / RECORD).read_text(encoding="utf-8"))

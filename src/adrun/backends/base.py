@@ -27,7 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from adrun.errors import WireError, aborts_sweep, to_wire
-from adrun.records import now, write_record
+from adrun.records import now, run_dir, write_record
 from adrun.run import base_record, one_line, run_cell
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def dead_record(
 
 
 def folder_of(cell: Cell, exp_dir: Path) -> Path:
-    return Path(exp_dir) / "runs" / cell.label / cell.category
+    return run_dir(Path(exp_dir), cell.folder)
 
 
 class Interrupts:

@@ -252,7 +252,7 @@ def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
         torch.set_num_threads(max(1, int(assigned["CPU"])))
     cell = Cell.model_validate(cell_json)
     ip, node_id = _this_node()
-    attempt = _note_attempt(run_dir(Path(exp_dir), cell.label, cell.category), ip, node_id)
+    attempt = _note_attempt(run_dir(Path(exp_dir), cell.folder), ip, node_id)
     # ray.cancel (the user pressed Ctrl-C on the driver) arrives as KeyboardInterrupt: an interrupted record.
     result = run_one(cell, Path(root), Path(exp_dir), sink=lambda folder, record: None,
                      pinned_gpu=bool(assigned.get("GPU")))
@@ -350,7 +350,7 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
     task = ray.remote(cell_task).options(max_retries=MAX_RETRIES, retry_exceptions=False, **opts)
     pending: dict[Any, Cell] = {}
     for cell in todo:
-        (run_dir(exp_dir, cell.label, cell.category) / ATTEMPTS).unlink(missing_ok=True)
+        (run_dir(exp_dir, cell.folder) / ATTEMPTS).unlink(missing_ok=True)
         pending[task.remote(cell.model_dump(mode="json"), str(root), str(exp_dir))] = cell
     seen: dict[str, int] = {}  # cell name -> attempts already reported
     order: dict[str, int] = {}  # cell name -> its number in the progress view
@@ -358,14 +358,14 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
     abort: WireError | None = None
 
     def name(cell: Cell) -> str:
-        return f"{cell.label}/{cell.category}"
+        return cell.folder  # unique per cell, seeds included
 
     def poll(cell: Cell) -> list[dict]:
-        attempts = _attempts(run_dir(exp_dir, cell.label, cell.category))
+        attempts = _attempts(run_dir(exp_dir, cell.folder))
         for n in range(seen.get(name(cell), 0), len(attempts)):
             if n == 0:
                 order[name(cell)] = len(order) + 1
-                write_record(run_dir(exp_dir, cell.label, cell.category), _running_record(cell, root, attempts[0]))
+                write_record(run_dir(exp_dir, cell.folder), _running_record(cell, root, attempts[0]))
             report(Event("started", cell, order[name(cell)], len(todo), node=attempts[n]["node"], attempt=n + 1))
         seen[name(cell)] = len(attempts)
         return attempts
@@ -408,7 +408,7 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
                         abort = result["abort"]
                     if record["status"] == "interrupted" and not stop["user"]:
                         record["error"] = CANCELLED  # the task saw ray.cancel as a Ctrl-C
-                write_record(run_dir(exp_dir, cell.label, cell.category), record)
+                write_record(run_dir(exp_dir, cell.folder), record)
                 number = order.setdefault(name(cell), len(order) + 1)
                 wants_stop = report(Event("finished", cell, number, len(todo), record=record,
                                           node=record.get("node"), attempt=max(1, len(attempts))))
