@@ -237,7 +237,7 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_a_fresh_worker_runs_the_re
     config = sweep_config(tmp_path)
     exp = tmp_path / "results" / "tiny"
     proc = adrun("sweep", config, "--jobs", "2")
-    log = exp / "runs/patchcore/tile/log.txt"
+    log = exp / "runs/patchcore/tile/seed-42/log.txt"
     wait_for(lambda: log.exists() and "GPU available" in log.read_text())  # tile's fit has begun
     victim = record(exp, "tile")["pid"]
     os.kill(victim, signal.SIGKILL)
@@ -335,7 +335,7 @@ def _backend(request, name: str) -> list[str]:
 
 
 def _files(exp: Path, category: str) -> list[str]:
-    folder = exp / "runs" / "patchcore" / category
+    folder = exp / "runs" / "patchcore" / category / "seed-42"
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "attempts.jsonl")
 
 

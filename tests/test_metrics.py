@@ -27,7 +27,7 @@ needs_mlflow = pytest.mark.skipif(
 
 
 def record_of(exp: Path, label: str = "patchcore") -> dict:
-    return json.loads((exp / "runs" / label / "tile" / "record.json").read_text())
+    return json.loads((exp / "runs" / label / "tile" / "seed-42" / "record.json").read_text())
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_timing_table_has_one_row_per_cell(reported):
 def test_no_logger_warnings_reach_the_terminal(reported):
     """EfficientAd logs its losses with self.log; with no logger Lightning warns, into log.txt only."""
     terminal = (reported.parent.parent / "terminal.txt").read_text()
-    log = (reported / "runs" / "efficient_ad" / "tile" / "log.txt").read_text()
+    log = (reported / "runs" / "efficient_ad" / "tile" / "seed-42" / "log.txt").read_text()
     assert "but have no logger configured" in log
     assert "logger" not in terminal.lower() and "warning" not in terminal.lower()
 
@@ -195,7 +195,7 @@ def test_mlflow_run_holds_the_records_params_and_metrics(tracked):
 def test_retest_with_other_metrics_loads_the_checkpoint(tracked, tmp_path):
     """The checkpoint carries no evaluator state: `adrun test` computes whatever the record asks for."""
     exp, _ = tracked
-    run = exp / "runs" / "patchcore" / "tile"
+    run = exp / "runs" / "patchcore" / "tile" / "seed-42"
     before = record_of(exp)
     record = json.loads((run / "record.json").read_text())
     record["config"]["metrics"] = [{"name": "pixel_AUROC"}, {"name": "pixel_AUPRO", "fpr_limit": 0.3}]

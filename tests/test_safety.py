@@ -64,8 +64,8 @@ class Payload:
 @pytest.fixture()
 def planted(reported, tmp_path):
     """A copy of a trained run whose model.ckpt is the real checkpoint plus a live payload."""
-    run = tmp_path / "exp" / "runs" / "patchcore" / "tile"
-    shutil.copytree(reported / "runs" / "patchcore" / "tile", run, ignore=shutil.ignore_patterns("export*"))
+    run = tmp_path / "exp" / "runs" / "patchcore" / "tile" / "seed-42"
+    shutil.copytree(reported / "runs" / "patchcore" / "tile" / "seed-42", run, ignore=shutil.ignore_patterns("export*"))
     marker = tmp_path / "PWNED"
     state = torch.load(run / "model.ckpt", map_location="cpu", weights_only=False)  # our own file
     state["hyper_parameters"]["note"] = Payload(marker)
@@ -97,8 +97,8 @@ def test_a_crafted_checkpoint_runs_nothing_and_is_one_line(planted, tmp_path, co
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_a_truncated_checkpoint_is_one_line(reported, tmp_path, command):
-    run = tmp_path / "exp" / "runs" / "patchcore" / "tile"
-    shutil.copytree(reported / "runs" / "patchcore" / "tile", run, ignore=shutil.ignore_patterns("export*"))
+    run = tmp_path / "exp" / "runs" / "patchcore" / "tile" / "seed-42"
+    shutil.copytree(reported / "runs" / "patchcore" / "tile" / "seed-42", run, ignore=shutil.ignore_patterns("export*"))
     whole = (run / "model.ckpt").read_bytes()
     (run / "model.ckpt").write_bytes(whole[: len(whole) // 2])
     line = one_error_line(invoke(*COMMANDS[command](run, tmp_path)))
@@ -365,7 +365,7 @@ def test_a_failed_record_never_shows_an_earlier_runs_error(tmp_path, monkeypatch
 
     config = sweep_config(tmp_path, categories=["tile"])
     (cell,) = plan(load_experiment(config)).cells
-    folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile"
+    folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     folder.mkdir(parents=True)
     (folder / "record.json").write_text(json.dumps({
         "status": "failed", "label": "patchcore", "category": "tile", "key": cell.key, "index": 0,
@@ -393,7 +393,7 @@ def test_a_worker_that_dies_before_its_record_is_not_an_earlier_failure(tmp_path
 
     config = sweep_config(tmp_path, categories=["tile"])
     (cell,) = plan(load_experiment(config)).cells
-    folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile"
+    folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     folder.mkdir(parents=True)
     earlier = {"status": "failed", "label": "patchcore", "category": "tile", "key": cell.key, "index": 0,
                "error": "ValueError: an earlier run's error"}
