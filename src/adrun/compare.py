@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from adrun.errors import CompareError
+from adrun.markdown import md_escape
 from adrun.records import atomic_write_text
 
 METRICS = ("pixel_AUROC", "image_AUROC", "pixel_F1Score", "image_F1Score")
@@ -223,7 +224,6 @@ def notes(table: pd.DataFrame, metric: str, name: str) -> list[str]:
 
 
 def to_markdown(table: pd.DataFrame, ref: Reference, synthetic: bool = False) -> str:
-    from adrun.tables import md_escape
 
     lines = [f"# Compared with `{ref.name}`", ""]
     lines += [f"> {line}" if line else ">" for line in ref.source]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from adrun import __version__
 from adrun.errors import RunError
+from adrun.markdown import metric_title
 from adrun.records import atomic_write_text, now, run_dir
 
 REPORT = "report.html"
@@ -201,8 +202,6 @@ def render(exp_dir: Path, tables) -> str:
                     "about MVTec AD.</p>")
     body.append("<h2>Tables</h2>")
     for stem, table in tables.metrics.items():
-        from adrun.tables import metric_title
-
         body.append(metric_table(table, metric_title(table.metric)))
         if stem == "pixel_auroc":
             body.append(image_tag(exp_dir / "pixel_auroc.png", "pixel AUROC heatmap"))

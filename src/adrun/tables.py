@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adrun.markdown import md_escape, metric_title
 from adrun.records import atomic_write_text, read_plan, read_record_at, read_records
 
 # Written even before any cell succeeded; every other metric key of the records gets its table too.
@@ -31,11 +32,6 @@ REASONS = ("other seed", "other settings", "other category", "other model")
 def table_name(metric: str) -> str:
     """``pixel_AUROC`` -> ``pixel_auroc``: the file stem of a metric's table."""
     return metric.lower()
-
-
-def metric_title(metric: str) -> str:
-    """``pixel_AUROC`` -> ``pixel AUROC``."""
-    return metric.replace("_", " ")
 
 
 # --------------------------------------------------------------------------- which records
@@ -239,15 +235,6 @@ def to_csv(table: MetricTable) -> str:
 
 
 # --------------------------------------------------------------------------- Markdown
-
-
-def md_escape(text) -> str:
-    """A name safe inside a Markdown table cell: ``|`` would end the cell, ``<``/``>`` open HTML."""
-    text = " ".join(str(text).splitlines())
-    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"),
-                          ("](", "\\]("), ("`", "\\`")):
-        text = text.replace(char, escaped)
-    return text
 
 
 def markdown_table(header: list[str], rows: list[list[str]], bold_last: str | None = "mean") -> list[str]:
