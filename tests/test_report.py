@@ -64,7 +64,7 @@ def test_report_holds_tables_heatmap_grids_and_settings(reported):
     assert 'alt="pixel AUROC heatmap"' in html
     for label in ("patchcore", "efficient_ad"):
         assert f'alt="sample grid {label} / tile"' in html
-        assert f'id="cell-{label}-tile"' in html
+        assert f'id="cell-{label}-tile-seed-42"' in html
     assert "model.backbone" in html and "resnet18" in html  # settings from the record
     assert "fit (s)" in html and "samples (s)" in html  # timings from the record
     # Self-contained: every image inline, nothing fetched, no scripts.

@@ -266,7 +266,8 @@ def _dataset(cell: Cell, root: Path) -> Check:
         if not (root / cell.category).is_dir():
             return Check(True, "synthetic (made at run time)")
     problems = data.layout_problems(root, cell.category, cell.data)
-    return Check(not problems, "problems" if problems else "found", tuple(problems))
+    state = "found" if not problems else "problems" if (root / cell.category).is_dir() else "missing"
+    return Check(not problems, state, tuple(problems))
 
 
 def check_cells(cells: list[Cell], root: Path, source: str | None = None) -> list[CellReport]:

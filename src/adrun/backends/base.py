@@ -107,7 +107,9 @@ def run_one(cell: Cell, root: Path, exp_dir: Path, sink: Sink = write_record, pi
             with contextlib.suppress(OSError):
                 sink(folder_of(cell, exp_dir), kept["record"])
     except Exception as exc:
-        if "record" not in kept:
+        if kept.get("record", {}).get("status") in (None, "running"):
+            # Failed before run_cell's own try (or its first record write failed): the
+            # record to book is this failure, never whatever record.json held before.
             kept["record"] = dead_record(cell, root, one_line(exc))
         if aborts_sweep(exc):
             abort = to_wire(exc)  # type: ignore[arg-type]  # aborts_sweep: an AdrunError
