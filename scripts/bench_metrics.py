@@ -58,7 +58,7 @@ def main() -> None:
         (cell,) = the_plan.cells
         record = run_cell(cell, the_plan.root, the_plan.exp_dir)
         assert record["status"] == "success", record["error"]
-        run = Path(the_plan.exp_dir) / "runs" / cell.label / cell.category
+        run = Path(the_plan.exp_dir) / cell.folder
         without = [m for m in cell.metrics if m.name != "pixel_AUPRO"]
         variants = {"with AUPRO": cell, "without AUPRO": cell.model_copy(update={"metrics": without})}
         seconds: dict[str, list[float]] = {name: [] for name in variants}
