@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,6 +120,26 @@ def test_predict_on_a_folder(swept, tmp_path):
     good = [float(r["image_score"]) for r in rows if "good_" in r["path"]]
     bad = [float(r["image_score"]) for r in rows if "good_" not in r["path"]]
     assert sum(bad) / len(bad) > sum(good) / len(good)
+
+
+def test_predict_mirrors_input_folders_so_same_named_images_keep_their_own_overlay(swept, tmp_path):
+    """test/good/000.png and test/<defect>/000.png: one overlay each, and each row points at its own."""
+    base, _, _ = swept
+    source = base / "results/tiny/data/tile/test"
+    images = sorted(source.glob("*/*.png"))
+    assert len({p.name for p in images}) < len(images)  # the names do repeat across folders
+    out = tmp_path / "out"
+    result = invoke("predict", base / "results/tiny/runs/patchcore/tile/seed-42", source, "--output", out)
+    assert result.exit_code == 0, result.output
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(images)
+    overlays = [row["overlay"] for row in rows]
+    assert len(set(overlays)) == len(images)
+    for row in rows:
+        rel = Path(row["path"]).relative_to(source)
+        assert row["overlay"] == (rel.parent / f"{rel.stem}_anomaly.png").as_posix()
+        assert (out / row["overlay"]).stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -439,9 +439,15 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
             label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
-            overlay = out / f"{Path(path).stem}_anomaly.png"
-            write_overlay(Path(path), batch.anomaly_map[i], overlay)
-            rows.append({"path": str(path), "image_score": score, "pred_label": label, "overlay": overlay.name})
+            # Mirror the input's folders: test/good/000.png and test/hole/000.png must not
+            # share one 000_anomaly.png (nor point two rows of scores.csv at it).
+            image = Path(path)
+            rel = image.relative_to(source) if source.is_dir() and image.is_relative_to(source) else Path(image.name)
+            overlay = out / rel.parent / f"{rel.stem}_anomaly.png"
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            write_overlay(image, batch.anomaly_map[i], overlay)
+            rows.append({"path": str(path), "image_score": score, "pred_label": label,
+                         "overlay": overlay.relative_to(out).as_posix()})
     import pandas as pd
 
     from adrun.records import atomic_write_text
