@@ -142,6 +142,19 @@ def test_predict_mirrors_input_folders_so_same_named_images_keep_their_own_overl
         assert (out / row["overlay"]).stat().st_size > 0
 
 
+@pytest.mark.parametrize("name, content", [("empty.png", b""), ("notes.png", b"<html>not found</html>"),
+                                           ("notes.txt", b"hello")])
+def test_predict_refuses_a_non_image_or_empty_file_in_one_line(swept, tmp_path, name, content):
+    base, _, _ = swept
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    result = invoke("predict", base / "results/tiny/runs/patchcore/tile/seed-42", bad, "--output", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"adrun: error: {bad}: not a"), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out" / "scores.csv").exists()
+
+
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     """Running a cell twice with the same config gives identical metrics on CPU."""

@@ -166,6 +166,17 @@ def _header(path: Path, verify: bool) -> tuple[tuple[int, int] | None, str | Non
         return None, None, text[0] if text else type(exc).__name__
 
 
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a readable image (empty, not an image, cut short), or None. Decodes it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "an empty file"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return _header(path, verify=True)[2]
+
+
 def _first(paths: list, what: str) -> str:
     """``first`` or ``first (and N more)``: one line however many files share a problem."""
     more = f" (and {len(paths) - 1} more {what})" if len(paths) > 1 else ""

@@ -425,6 +425,17 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
         raise AdrunError(f"{source}: no such image or folder; pass a path to an image or a folder of images")
     if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
         raise AdrunError(f"{source}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if source.is_file() and source.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AdrunError(f"{source}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}); pass an image or "
+                         "a folder of images")
+    from adrun.data import unreadable
+
+    images = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    bad = [(p, why) for p in images if (why := unreadable(p))]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise AdrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}; replace or remove it")
     record, cell, ckpt = _load(run)
     out = Path(out) if out is not None else run / "predictions"
     out.mkdir(parents=True, exist_ok=True)
