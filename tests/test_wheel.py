@@ -81,4 +81,5 @@ def test_wheel_runs_help_and_a_smoke_cell_from_its_own_config(wheel, tmp_path):
                          cwd=tmp_path, timeout=600)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     table = (tmp_path / "results" / "smoke" / raw["name"] / "pixel_auroc.csv").read_text().splitlines()
-    assert table[0] == "category,patchcore" and table[1].startswith("tile,0.")
+    assert table[0] == "category,patchcore,patchcore std,patchcore n" and table[1].startswith("tile,0.")
+    assert table[1].endswith(",,1")  # one seed: no std, n = 1

@@ -104,6 +104,8 @@ def main(
 ) -> None:
     """adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables."""
     _state["debug"] = debug
+    if debug:
+        os.environ["ADRUN_DEBUG"] = "1"  # for what runs below the CLI (Ray's connection log)
 
 
 def _console():

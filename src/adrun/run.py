@@ -118,7 +118,7 @@ def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
     return {m.name: {**registry.metric_settings(m), "anomalib": anomalib} for m in cell.metrics}
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, track: bool = False,
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, *, track: bool = False,
            devices: int | None = None, callbacks: list | tuple = ()):
     from adrun import registry
 
@@ -395,7 +395,7 @@ def test_run(run: Path) -> dict[str, Any]:
         from adrun.per_image import TestScores
 
         scores = TestScores(root)
-        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, [scores])
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, callbacks=[scores])
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start

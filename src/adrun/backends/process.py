@@ -95,15 +95,17 @@ class _Worker:
     number: int = 0
 
 
-def _exit_text(returncode: int) -> str:
+def _exit_text(returncode: int, began: bool = True) -> str:
+    """Why a worker's cell failed; ``began``: it had written the cell's "running" record."""
+    when = "while running the cell" if began else "before the cell began"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
         hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
-        return f"worker process killed by {name}{hint} while running the cell"
-    return f"worker process exited with code {returncode} while running the cell"
+        return f"worker process killed by {name}{hint} {when}"
+    return f"worker process exited with code {returncode} {when}"
 
 
 class ProcessBackend:
@@ -234,7 +236,8 @@ class _Pool:
             left = {}  # from an earlier sweep: this worker never began the cell
         if left.get("status") not in (None, "running"):
             return left  # it finished the cell, then died before saying so
-        error, status = ("interrupted by the user", "interrupted") if self.user else (_exit_text(returncode), "failed")
+        error, status = (("interrupted by the user", "interrupted") if self.user
+                         else (_exit_text(returncode, began=bool(left)), "failed"))
         record = dead_record(cell, self.root, error, status=status, started_at=left.get("started_at"),
                              pid=worker.proc.pid, cuda_visible_devices=worker.gpu)
         write_record(folder, record)

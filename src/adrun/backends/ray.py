@@ -27,6 +27,8 @@ import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -106,8 +108,11 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         if address and address != "auto":
             _reachable(address)
         try:
-            ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
+            with _stderr_held() as held:
+                ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if os.environ.get("ADRUN_DEBUG"):
+                sys.stderr.write("".join(held))  # Ray's own log lines of the failed connection
             text = str(exc).strip().splitlines()
             token = "" if _driver_sends_token() else (
                 "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
@@ -126,6 +131,30 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     finally:
         if opened:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[list[str]]:
+    """Hold what is written to file descriptor 2 while connecting: Ray's C++ client logs there,
+    one line per retry. On success it is passed on; on failure it is left in the yielded list."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: list[str] = []
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+
+        def restore() -> str:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            return buffer.read().decode("utf-8", "replace")
+
+        try:
+            yield held
+        except BaseException:
+            held.append(restore())
+            raise
+        sys.stderr.write(restore())
 
 
 def _driver_sends_token() -> bool:
