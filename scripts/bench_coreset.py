@@ -101,7 +101,7 @@ def run_sampler(method: str, embedding: torch.Tensor, args: argparse.Namespace) 
     """One sampler from a fresh seed; times the projection apart from the picks."""
     from anomalib.models.components.sampling import KCenterGreedy
 
-    from adrun.coreset import FastKCenterGreedy
+    from adrun.models.patchcore.coreset import FastKCenterGreedy
 
     seed_everything(args.seed)
     sampler = (FastKCenterGreedy if method == "adrun" else KCenterGreedy)(embedding, args.ratio)
@@ -181,7 +181,7 @@ def main() -> None:
 
     embedding = build_embedding(args)
     if args.only:  # child of --memory: print the sampler's extra peak RSS in MiB
-        import adrun.coreset  # noqa: F401  (imports are not the sampler's memory)
+        import adrun.models.patchcore.coreset  # noqa: F401  (imports are not the sampler's memory)
 
         before = reset_peak_rss()
         run_sampler(args.only, embedding, args)

@@ -75,7 +75,7 @@ def run(method: str, root: Path, category: str, args: argparse.Namespace, work: 
     from anomalib.models import Patchcore
     from lightning.pytorch import seed_everything
 
-    from adrun.models import AdrunPatchcore
+    from adrun.models.patchcore.lightning import AdrunPatchcore
 
     seed_everything(args.seed, verbose=False)
     common = dict(

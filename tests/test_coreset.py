@@ -15,8 +15,8 @@ import pytest
 import torch
 from anomalib.models.components.sampling import KCenterGreedy
 
-import adrun.coreset as coreset
-from adrun.coreset import FastKCenterGreedy, sample_coreset
+import adrun.models.patchcore.coreset as coreset
+from adrun.models.patchcore.coreset import FastKCenterGreedy, sample_coreset
 
 
 def seed_all(seed: int) -> None:
@@ -127,7 +127,7 @@ def test_sample_coreset_rows_and_rng_stream_equal_stock():
 
 @pytest.mark.parametrize(("method", "stock_calls", "fast_calls"), [("anomalib", 1, 0), ("fast", 0, 1)])
 def test_patchcore_coreset_option_picks_the_sampler(monkeypatch, method, stock_calls, fast_calls):
-    from adrun.models import AdrunPatchcore
+    from adrun.models.patchcore.lightning import AdrunPatchcore
 
     calls = {"stock": 0, "fast": 0}
     stock_select, fast_select = KCenterGreedy.select_coreset_idxs, FastKCenterGreedy.select_coreset_idxs
@@ -161,7 +161,7 @@ def test_patchcore_fit_and_metrics_equal_stock(tmp_path):
     from anomalib.models import Patchcore
     from lightning.pytorch import seed_everything
 
-    from adrun.models import AdrunPatchcore
+    from adrun.models.patchcore.lightning import AdrunPatchcore
     from adrun.synthetic import make_dataset
 
     make_dataset(tmp_path / "data", categories=("tile",), seed=0, image_size=128, n_train=16)

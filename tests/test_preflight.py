@@ -17,9 +17,12 @@ import torch
 from conftest import CONFIGS, tiny_raw, write_yaml
 from typer.testing import CliRunner
 
+from adrun import checks as probe
 from adrun import fetch, preflight
+from adrun.checks import Check
 from adrun.cli import app
 from adrun.config import expand, load_experiment
+from adrun.models import backbone, efficient_ad
 
 runner = CliRunner()
 ASSIGNMENT = CONFIGS / "assignment.yaml"
@@ -66,7 +69,7 @@ def test_assignment_with_nothing_cached_fails_fast_naming_the_fixes(tmp_path):
 
 def test_unreachable_network_is_named_when_not_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(preflight, "reachable", lambda *urls: {u: False for u in urls})
+    monkeypatch.setattr(probe, "reachable", lambda *urls: {u: False for u in urls})
     experiment = load_experiment(ASSIGNMENT, ["data.format=synthetic", "data.root=null", f"output={tmp_path}"])
     lines = preflight.problems(preflight.doctor_cells(experiment))
     assert "and huggingface.co is unreachable (no network?); set weights: FILE" in lines[0]
@@ -82,13 +85,13 @@ def test_reachable_probes_with_a_short_timeout(monkeypatch):
     try:
         up, down = f"http://127.0.0.1:{server.getsockname()[1]}/", f"http://127.0.0.1:{closed.getsockname()[1]}/"
         start = time.perf_counter()
-        assert preflight.reachable(up, down) == {up: True, down: False}
-        assert time.perf_counter() - start < preflight.PROBE_TIMEOUT_S + 1
+        assert probe.reachable(up, down) == {up: True, down: False}
+        assert time.perf_counter() - start < probe.PROBE_TIMEOUT_S + 1
     finally:
         server.close()
         closed.close()
     monkeypatch.setenv("ADRUN_OFFLINE", "1")
-    assert preflight.reachable("https://example.invalid/") == {"https://example.invalid/": False}
+    assert probe.reachable("https://example.invalid/") == {"https://example.invalid/": False}
 
 
 # --------------------------------------------------------------------------- where weights are found
@@ -100,7 +103,7 @@ def fake_hub_cache(state: dict, backbone: str = "resnet18"):
     from timm.models import get_pretrained_cfg
 
     repo = get_pretrained_cfg(backbone).hf_hub_id
-    folder = preflight.hf_cache_dir() / f"models--{repo.replace('/', '--')}"
+    folder = probe.hf_cache_dir() / f"models--{repo.replace('/', '--')}"
     commit = "0" * 40
     (folder / "refs").mkdir(parents=True)
     (folder / "refs" / "main").write_text(commit)
@@ -119,11 +122,11 @@ def test_hub_cache_is_used_offline(tmp_path, monkeypatch):
     raw = tiny_raw(tmp_path)
     raw["models"] = [{**raw["models"][0], "pre_trained": True}]
     reports = preflight.check_cells(expand(load_experiment(raw=raw), ["tile"]), tmp_path)
-    assert reports[0].checks["weights"] == preflight.Check(True, "cached")
+    assert reports[0].checks["weights"] == Check(True, "cached")
     # The run itself: timm reads the same cache entry, offline.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(preflight.hf_cache_dir()))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(probe.hf_cache_dir()))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    from adrun.models import AdrunPatchcore
+    from adrun.models.patchcore.lightning import AdrunPatchcore
 
     model = AdrunPatchcore(backbone="resnet18", layers=["layer2", "layer3"], pre_trained=True, visualizer=False)
     for key, tensor in model.model.feature_extractor.feature_extractor.state_dict().items():
@@ -147,12 +150,12 @@ def test_teacher_sources(tmp_path):
 
     checks = efficient_ad_checks(tmp_path, teacher="auto")
     assert not checks["teacher"].ok and "is not in anomalib's cache" in checks["teacher"].problems[0]
-    folder = preflight.teacher_dir()
+    folder = efficient_ad.teacher_dir()
     folder.mkdir()
     checks = efficient_ad_checks(tmp_path, teacher="auto")
     assert checks["teacher"].detail == "incomplete" and "delete that folder" in checks["teacher"].problems[0]
     (folder / "pretrained_teacher_small.pth").write_bytes(b"x")
-    assert efficient_ad_checks(tmp_path, teacher="auto")["teacher"] == preflight.Check(True, "cached")
+    assert efficient_ad_checks(tmp_path, teacher="auto")["teacher"] == Check(True, "cached")
     medium = tmp_path / "pretrained_teacher_medium.pth"
     torch.save(MediumPatchDescriptionNetwork(out_channels=384).state_dict(), medium)
     check = efficient_ad_checks(tmp_path, teacher=str(medium))["teacher"]
@@ -175,7 +178,7 @@ def test_imagenet_dir_needs_a_class_folder(tmp_path):
                               "imagenette into it",)
     (folder / "imagenette2" / "train" / "n01440764").mkdir(parents=True)
     (folder / "imagenette2" / "train" / "n01440764" / "a.JPEG").write_bytes(b"")
-    assert efficient_ad_checks(tmp_path, imagenet_dir=str(folder))["imagenette"] == preflight.Check(True, "found")
+    assert efficient_ad_checks(tmp_path, imagenet_dir=str(folder))["imagenette"] == Check(True, "found")
 
 
 def test_bad_weights_file_stops_the_sweep_before_any_cell(tmp_path):
@@ -224,7 +227,7 @@ def test_doctor_without_config_shows_the_environment():
     result = invoke("doctor")
     assert result.exit_code == 0
     assert "1 (hub cache only)" in result.output  # HF_HUB_OFFLINE=1, set by conftest
-    assert str(preflight.hf_cache_dir()) in result.output
+    assert str(probe.hf_cache_dir()) in result.output
     assert "unreachable" in result.output  # ADRUN_OFFLINE=1: no probe, nothing counts as reachable
 
 
@@ -244,9 +247,9 @@ def test_fetch_downloads_what_is_missing_with_the_libraries_own_code(tmp_path, m
         fetch.fetch(experiment)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     calls = []
-    monkeypatch.setattr(fetch, "_backbone", lambda name: calls.append(("timm", name)))
-    monkeypatch.setattr(fetch, "_teacher", lambda: calls.append(("anomalib", "teacher")))
-    monkeypatch.setattr(fetch, "_imagenette", lambda folder: calls.append(("anomalib", str(folder))))
+    monkeypatch.setattr(backbone, "download", lambda name: calls.append(("timm", name)))
+    monkeypatch.setattr(efficient_ad, "_download_teacher", lambda: calls.append(("anomalib", "teacher")))
+    monkeypatch.setattr(efficient_ad, "_download_imagenette", lambda folder: calls.append(("anomalib", str(folder))))
     monkeypatch.setattr(fetch, "_mvtec", lambda root, category: calls.append(("mvtec", category)))
     seen = []
     fetch.fetch(experiment, with_data=False, on_item=lambda item, status: seen.append((item.kind, status)))
@@ -261,6 +264,6 @@ def test_fetch_hosts_match_anomalibs_downloads():
 
     from anomalib.models.image.efficient_ad.lightning_model import IMAGENETTE_DOWNLOAD_INFO, WEIGHTS_DOWNLOAD_INFO
 
-    assert urlsplit(WEIGHTS_DOWNLOAD_INFO.url).hostname == urlsplit(preflight.TEACHER_URL).hostname
-    assert IMAGENETTE_DOWNLOAD_INFO.url == preflight.IMAGENETTE_URL
+    assert urlsplit(WEIGHTS_DOWNLOAD_INFO.url).hostname == urlsplit(efficient_ad.TEACHER_URL).hostname
+    assert IMAGENETTE_DOWNLOAD_INFO.url == efficient_ad.IMAGENETTE_URL
     assert os.environ["ADRUN_OFFLINE"] == "1"

@@ -38,7 +38,7 @@ def save(state: dict, path):
 
 
 def patchcore(weights, backbone: str = "resnet18"):
-    from adrun.models import AdrunPatchcore
+    from adrun.models.patchcore.lightning import AdrunPatchcore
 
     return AdrunPatchcore(backbone=backbone, layers=["layer2", "layer3"], weights=weights, visualizer=False)
 
@@ -141,7 +141,8 @@ def teacher_file(tmp_path, size: str):
 
 
 def test_teacher_file_is_loaded_and_the_wrong_size_named(tmp_path):
-    from adrun.models import AdrunEfficientAd, load_teacher
+    from adrun.models.efficient_ad.lightning import AdrunEfficientAd
+    from adrun.models.efficient_ad.teacher import load_teacher
 
     path, state = teacher_file(tmp_path, "small")
     model = AdrunEfficientAd(teacher=str(path), model_size="small", visualizer=False)

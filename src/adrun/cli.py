@@ -37,6 +37,8 @@ app = typer.Typer(
     help="adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables.",
 )
 _state = {"debug": False}
+# The reference tables shipped with adrun (compare.py reads them), named in --compare's help.
+_REFERENCES = sorted(p.stem for p in (Path(__file__).parent / "references").glob("*.csv"))
 
 SetOption = Annotated[
     list[str] | None,
@@ -144,10 +146,14 @@ def _run_plan(
         f"[bold]{_e(the_plan.experiment.name)}[/]: {len(the_plan.cells)} cells -> {_e(the_plan.exp_dir)}"
         + (" [yellow](smoke)[/]" if the_plan.smoke else "")
     )
-    for cell in the_plan.cells:
-        if cell.model.name == "efficient_ad" and cell.model.teacher == "random":
-            console.print(f"[yellow]note[/]: {_e(cell.label)} uses a random teacher: fit for smoke tests only.")
-            break
+    from adrun.models import spec_of
+
+    noted: set[str] = set()
+    for cell in the_plan.cells:  # each model's warnings, once (named by the first label that has them)
+        for note in spec_of(cell.model).notes(cell.model):
+            if note not in noted:
+                noted.add(note)
+                console.print(f"[yellow]note[/]: {_e(cell.label)} {_e(note)}")
     if the_plan.experiment.data.test_good_from_train:
         console.print("[yellow]note[/]: data.test_good_from_train: true: where test/good is empty, anomalib "
                       "moves 20% of train/good into the test set.")
@@ -304,7 +310,7 @@ def _waiting(holder: str) -> None:
 @app.command()
 @handles_errors
 def train(
-    model: Annotated[str, typer.Option("--model", help="Registry name: patchcore or efficient_ad.")],
+    model: Annotated[str, typer.Option("--model", help="Registry name; `adrun models` lists them.")],
     category: Annotated[str, typer.Option("--category", help="Category folder under the dataset root.")],
     config: Annotated[
         Path | None, typer.Option("--config", help="Take this model's settings (and data, trainer) from a config.")
@@ -331,9 +337,10 @@ def train(
             raise cfg.ConfigError(f"{config}: has no model {model!r}; its models: {names}")
         raw["models"] = entries
     else:
-        raw = {"name": "train", "data": {"format": "mvtec"}, "models": [{"name": model}]}
-        if model == "efficient_ad":
-            raw["models"][0]["train_batch_size"] = 1
+        from adrun.models import SPECS
+
+        entry = {"name": model, **(SPECS[model].standalone if model in SPECS else {})}
+        raw = {"name": "train", "data": {"format": "mvtec"}, "models": [entry]}
     raw.setdefault("data", {})
     raw["data"] = {**(raw["data"] or {}), "categories": [category]}
     experiment = cfg.load_experiment(config, raw=raw, overrides=_overrides(sets, root, output))
@@ -383,7 +390,7 @@ def table(
     compare: Annotated[
         list[str] | None,
         typer.Option("--compare", metavar="NAME",
-                     help="Also compare with a shipped reference: assignment, anomalib, patchcore-paper (repeatable)."),
+                     help=f"Also compare with a shipped reference: {', '.join(_REFERENCES)} (repeatable)."),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="List every record on disk, with the settings that differ as columns.")
@@ -536,16 +543,31 @@ def doctor(
     experiment = cfg.load_experiment(config, _overrides(sets, root, None))
     reports = preflight.doctor_cells(experiment)
     view = Table(title=f"{_e(experiment.name)}: {len(reports)} cells")
-    for column in ("cell", "dataset", "weights", "teacher", "imagenette", "ready"):
+    names = list(dict.fromkeys(k for r in reports for k in r.checks))  # dataset, then each model's needs
+    for column in ("cell", *names, "ready"):
         view.add_column(column)
     for r in reports:
-        shown = [_mark(r.checks.get(k)) for k in ("dataset", "weights", "teacher", "imagenette")]
+        shown = [_mark(r.checks.get(k)) for k in names]
         view.add_row(_e(f"{r.label}/{r.category}"), *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
     console.print(view)
     problems = preflight.problems(reports)
     if problems:
         _fail("\n".join(problems), 2)
     console.print("every cell can run")
+
+
+@app.command()
+@handles_errors
+def models() -> None:
+    """List the models adrun can run: registry name, anomalib class, the weights each needs, offline use."""
+    from adrun.models import SPECS
+
+    for spec in SPECS.values():
+        typer.echo(f"{spec.name}  ({spec.anomalib_class})")
+        typer.echo(f"  {spec.summary}")
+        typer.echo(f"  weights: {spec.weights}")
+        typer.echo(f"  offline: {spec.offline}")
+        typer.echo(f"  image size: {spec.image_size} px by default")
 
 
 def _mark(check) -> str:

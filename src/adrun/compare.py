@@ -5,9 +5,9 @@ Reference tables ship with adrun under ``adrun/references/<name>.csv`` in long f
 file every number was taken from and the settings it was measured with; they are
 shown with every comparison, because a delta means little without them.
 
-A result column is matched to the reference by its model's registry name
-(``patchcore``, ``efficient_ad``), whatever its label. When the reference holds
-several variants of a model (Patchcore with WRN50 or ResNet-18), the first variant
+A result column is matched to the reference by its model's registry name (the
+``name:`` that ``adrun models`` lists), whatever its label. When the reference holds
+several variants of a model (one backbone or another), the first variant
 whose ``match`` conditions (``key=value;...`` on the model entry) all hold is used,
 else the reference's first variant, and the comparison says so.
 """

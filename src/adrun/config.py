@@ -21,21 +21,20 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from adrun import __version__
 from adrun.errors import ConfigError
+from adrun.models import MODEL_NAMES, ModelConfig, spec
+from adrun.schema import NAME_PATTERN, TrainerConfig
+from adrun.schema import Strict as _Strict
 
-MODEL_NAMES = ("patchcore", "efficient_ad")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Cells in one sweep at most: a grid past it is a typo or a job for several configs.
 MAX_CELLS = 10_000
 # Keys of a model entry that describe data or training, not the model's constructor.
@@ -53,10 +52,6 @@ AUPRO_FPR_LIMIT = 0.3  # anomalib's default and the MVTec AD paper's integration
 LOGGER_NAMES = ("tensorboard", "mlflow", "csv")
 # The package each logger needs (pip install 'adrun[track]').
 LOGGER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "csv": None}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SyntheticConfig(_Strict):
@@ -96,98 +91,6 @@ class DataConfig(_Strict):
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"{name!r} is not a folder name")
         return value
-
-
-class TrainerConfig(_Strict):
-    """The Lightning Trainer arguments adrun passes through."""
-
-    accelerator: str = "auto"
-    # A count, "auto", or a list of GPU indices: a serial sweep gives the list to Lightning;
-    # `--jobs N` gives each worker one of them (CUDA_VISIBLE_DEVICES), round robin.
-    devices: int | str | list[int] = 1
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    precision: str | int | None = None
-    check_val_every_n_epoch: int | None = None
-    limit_train_batches: int | float | None = None
-
-    @field_validator("devices")
-    @classmethod
-    def _gpu_indices(cls, value):
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("an empty list of GPU indices; give at least one, e.g. [0, 1], or a count")
-            if any(i < 0 for i in value) or len(set(value)) != len(value):
-                raise ValueError(f"{value}: GPU indices must be distinct and >= 0, e.g. [0, 1]")
-        return value
-
-
-class _ModelBase(_Strict):
-    label: str | None = Field(None, pattern=NAME_PATTERN)
-    # None: the model's own default (256 px for both).
-    image_size: int | None = Field(None, ge=32)
-    train_batch_size: int | None = Field(None, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-
-
-class PatchcoreConfig(_ModelBase):
-    name: Literal["patchcore"]
-    # anomalib's defaults. The real-data configs name "wide_resnet50_2.tv_in1k", the
-    # torchvision weights the PatchCore paper used; timm's bare name resolves elsewhere.
-    backbone: str = "wide_resnet50_2"
-    layers: list[str] = Field(default_factory=lambda: ["layer2", "layer3"])
-    # true: timm's pretrained weights from the Hugging Face cache (downloaded when
-    # missing and online). false: untrained backbone, an explicit choice the record keeps.
-    pre_trained: bool = True
-    # A local state dict (.pth/.pt/.safetensors) of the timm backbone: no hub access at
-    # all, for machines without internet. Overrides the cache; see docs/offline.md.
-    weights: Path | None = None
-    coreset_sampling_ratio: float = Field(0.1, gt=0, le=1)
-    num_neighbors: int = Field(9, ge=1)
-    # fast: adrun's exact sampler (same picks); anomalib: the stock KCenterGreedy.
-    coreset: Literal["fast", "anomalib"] = "fast"
-    # Center crop after resize, as in the paper (256 -> 224). None: no crop.
-    center_crop: int | None = Field(None, ge=32)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_file(cls, value, info: ValidationInfo):
-        if value is None:
-            return value
-        if value.suffix not in (".pth", ".pt", ".safetensors"):
-            raise ValueError("must be a .pth, .pt or .safetensors state dict file")
-        # A file loaded into a backbone declared untrained would hide one of the two wishes.
-        if info.data.get("pre_trained") is False:
-            raise ValueError("contradicts pre_trained: false; drop one of the two")
-        return value
-
-
-class EfficientAdConfig(_ModelBase):
-    name: Literal["efficient_ad"]
-    model_size: Literal["small", "medium"] = "small"
-    # auto: anomalib's cache and download; random: a seeded random teacher (smoke
-    # tests only); or a path to pretrained_teacher_<size>.pth.
-    teacher: str = "auto"
-    # A folder with at least one class subfolder of images (ImageFolder), or
-    # "builtin": photos shipped with scikit-image, assembled under the output folder.
-    imagenet_dir: str = "./datasets/imagenette"
-    teacher_out_channels: int = 384
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    padding: bool = False
-    pad_maps: bool = True
-
-    @field_validator("image_size")
-    @classmethod
-    def _at_least_256(cls, value):
-        # Smaller inputs crash inside EfficientAd's autoencoder (fixed-size decoder).
-        if value is not None and value < 256:
-            raise ValueError("must be at least 256 for efficient_ad (its autoencoder decodes to 256 px)")
-        return value
-
-
-ModelConfig = Annotated[PatchcoreConfig | EfficientAdConfig, Field(discriminator="name")]
 
 
 def _unknown(kind: str, name: Any, choices: tuple[str, ...]) -> ValueError:
@@ -566,7 +469,7 @@ def _model_problems(entry: Any, where: str) -> list[str]:
         hint = difflib.get_close_matches(str(name), MODEL_NAMES, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         return [f"{where}.name: unknown model {name!r}{did}; choose one of {', '.join(MODEL_NAMES)}"]
-    schema = PatchcoreConfig if name == "patchcore" else EfficientAdConfig
+    schema = spec(name).config
     problems = []
     for values in _grid_values(entry, where, problems):
         try:
@@ -616,7 +519,7 @@ def _render(exc: ValidationError, schema: type[BaseModel]) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-        # Drop discriminator tags pydantic inserts for unions ("patchcore", "efficient_ad").
+        # Drop the discriminator tags pydantic inserts for the model union (the model names).
         loc = [p for p in loc if p not in MODEL_NAMES]
         where = ".".join(loc) or "(top level)"
         kind = err["type"]
@@ -664,7 +567,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=,+-]{0,79}")
 def folder_name(name: str) -> str:
     """A folder name for a label or category: the name itself where it is safe, else a slug plus a hash.
 
-    Grid labels are built from raw values (``patchcore[weights=/a/b.pth]``), so a label can
+    Grid labels are built from raw values (``<model>[weights=/a/b.pth]``), so a label can
     hold ``/``, ``..``, ``[`` or anything else; the hash keeps two such labels apart.
     """
     if SAFE_NAME.fullmatch(name) and ".." not in name:

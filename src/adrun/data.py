@@ -259,37 +259,3 @@ def image_problems(base: Path, category: str, data: DataConfig, defects: list[st
                         f"{sizes[mask][1]} but its image {image.name} is {sizes[image][0]}x{sizes[image][1]}; "
                         "every mask must have its image's size")
     return problems
-
-
-# Photos that ship inside scikit-image (no download): enough natural images for
-# EfficientAd's ImageNet penalty term in offline smoke runs. Not a substitute for
-# imagenette on real data.
-BUILTIN_PHOTOS = (
-    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
-    "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
-    "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg", "text.png",
-)
-
-
-def builtin_imagenet(exp_dir: Path) -> Path:
-    """Assemble ``<exp_dir>/imagenet-builtin/photos/*`` (one ImageFolder class) from skimage's photos."""
-    import importlib.util
-    import os
-    import shutil
-    import tempfile
-
-    spec = importlib.util.find_spec("skimage")
-    source = Path(next(iter(spec.submodule_search_locations))) / "data"
-    root = exp_dir / "imagenet-builtin"
-    folder = root / "photos"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in BUILTIN_PHOTOS:
-        target = folder / name
-        if not target.exists() and (source / name).exists():
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-            os.close(fd)
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, target)
-    if not any(folder.iterdir()):
-        raise DataError(f"no photos found in {source}; set imagenet_dir to an ImageFolder directory")
-    return root

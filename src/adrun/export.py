@@ -22,7 +22,7 @@ FORMATS = ("torch", "onnx", "openvino")
 # What each format imports beyond adrun's own dependencies: the `export` extra.
 NEEDS = {"torch": (), "onnx": ("onnx", "onnxscript"), "openvino": ("onnx", "onnxscript", "openvino")}
 # torch's dynamo exporter writes opset 18; anomalib's default (14) needs a down-conversion
-# that fails on Patchcore's graph, so keep the exporter's own opset.
+# that fails on the nearest-neighbour scoring graph, so keep the exporter's own opset.
 OPSET = 18
 INSTALL = "pip install 'adrun[export]'"
 

@@ -1,7 +1,7 @@
-"""Model, datamodule and engine builders by registry name.
+"""Datamodule, metric, logger and engine builders for a cell; its model from its spec.
 
-The only module that knows anomalib's constructors. Models are built from adrun's
-own registry (``BUILDERS``), never from import paths written in a config.
+Models are built by their spec in adrun's own registry (``adrun.models.SPECS``), never
+from import paths written in a config.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from anomalib.data import Folder, MVTecAD
 from anomalib.engine import Engine
 from anomalib.metrics import AUPR, AUPRO, AUROC, Evaluator, F1Max, F1Score
 
-from adrun.config import Cell, EfficientAdConfig, MetricConfig, PatchcoreConfig
+from adrun.config import Cell, MetricConfig
 from adrun.data import extensions
 from adrun.errors import DatasetMissing
-from adrun.models import AdrunEfficientAd, AdrunPatchcore
+from adrun.models import spec
 
 # --------------------------------------------------------------------------- data
 
@@ -142,49 +142,8 @@ def build_evaluator(cell: Cell) -> Evaluator:
 # --------------------------------------------------------------------------- models
 
 
-def _patchcore(cfg: PatchcoreConfig, exp_dir: Path, evaluator: Evaluator) -> AdrunPatchcore:
-    size = cfg.image_size or 256
-    crop = (cfg.center_crop, cfg.center_crop) if cfg.center_crop else None
-    return AdrunPatchcore(
-        backbone=cfg.backbone,
-        layers=list(cfg.layers),
-        pre_trained=cfg.pre_trained,
-        weights=cfg.weights,
-        coreset_sampling_ratio=cfg.coreset_sampling_ratio,
-        num_neighbors=cfg.num_neighbors,
-        coreset=cfg.coreset,
-        pre_processor=AdrunPatchcore.configure_pre_processor(image_size=(size, size), center_crop_size=crop),
-        evaluator=evaluator,
-        visualizer=False,
-    )
-
-
-def _efficient_ad(cfg: EfficientAdConfig, exp_dir: Path, evaluator: Evaluator) -> AdrunEfficientAd:
-    from adrun.data import builtin_imagenet
-
-    size = cfg.image_size or 256
-    imagenet = builtin_imagenet(exp_dir) if cfg.imagenet_dir == "builtin" else Path(cfg.imagenet_dir)
-    return AdrunEfficientAd(
-        imagenet_dir=imagenet,
-        teacher=cfg.teacher,
-        teacher_out_channels=cfg.teacher_out_channels,
-        model_size=cfg.model_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        padding=cfg.padding,
-        pad_maps=cfg.pad_maps,
-        pre_processor=AdrunEfficientAd.configure_pre_processor(image_size=(size, size)),
-        evaluator=evaluator,
-        visualizer=False,
-    )
-
-
-BUILDERS = {"patchcore": _patchcore, "efficient_ad": _efficient_ad}
-CLASSES = {"patchcore": AdrunPatchcore, "efficient_ad": AdrunEfficientAd}
-
-
 def build_model(cell: Cell, exp_dir: Path):
-    return BUILDERS[cell.model.name](cell.model, exp_dir, build_evaluator(cell))
+    return spec(cell.model.name).build(cell.model, exp_dir, build_evaluator(cell))
 
 
 def safe_globals(model_name: str):
@@ -195,7 +154,7 @@ def safe_globals(model_name: str):
     """
     from anomalib.utils.serialization import anomalib_safe_globals
 
-    return anomalib_safe_globals(extra=CLASSES[model_name].checkpoint_safe_globals())
+    return anomalib_safe_globals(extra=spec(model_name).lightning_class().checkpoint_safe_globals())
 
 
 # --------------------------------------------------------------------------- engine

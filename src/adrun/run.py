@@ -20,7 +20,7 @@ from typing import Any
 
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
-from adrun.preflight import sources
+from adrun.models import spec_of
 from adrun.records import RECORD, atomic_write, now, read_record, run_dir, versions, write_record
 
 CHECKPOINT = "model.ckpt"
@@ -80,7 +80,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "smoke": cell.smoke,
         "data_root": str(root),
         "config": cell.model_dump(mode="json"),
-        "weights": sources(cell.model),
+        "weights": spec_of(cell.model).sources(cell.model),
         "versions": versions(),
         "metrics": {},
         "metric_settings": {},
@@ -188,7 +188,7 @@ def timing(fit_s: float, test_s: float, n_test: int, memory: dict[str, Any]) -> 
         "fit_s": round(fit_s, 3),
         "test_s": round(test_s, 3),
         "test_images": n_test,
-        # Four significant digits: images/s spans 0.1 (EfficientAd on a busy CPU) to 1000s (GPU).
+        # Four significant digits: images/s spans 0.1 (a slow model on a busy CPU) to 1000s (GPU).
         "test_ms_per_image": float(f"{1000 * test_s / n_test:.4g}") if n_test else None,
         "images_per_s": float(f"{n_test / test_s:.4g}") if n_test and test_s > 0 else None,
         **memory,
@@ -362,10 +362,8 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     # Checked here, before anomalib loads it again through Lightning: the same one-line
     # refusal for test, predict and export, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
     read_checkpoint(ckpt, cell.model.name)
-    if cell.model.name == "patchcore":
-        # The checkpoint holds the backbone's weights: build it untrained, so test and
-        # predict never reach for the hub or for the original weights file.
-        cell = cell.model_copy(update={"model": cell.model.model_copy(update={"pre_trained": False, "weights": None})})
+    # The model as its checkpoint rebuilds it (a backbone whose weights the checkpoint holds is built untrained).
+    cell = cell.model_copy(update={"model": spec_of(cell.model).for_checkpoint(cell.model)})
     return record, cell, ckpt
 
 

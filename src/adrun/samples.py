@@ -33,9 +33,11 @@ def pick(samples: pd.DataFrame, n_good: int = N_GOOD, n_per_defect: int = N_PER_
 
 
 def crop_fraction(cell) -> float:
-    """Share of the image side the model sees: anomalib resizes, then center-crops (Patchcore)."""
+    """Share of the image side the model sees: anomalib resizes, then center-crops (a ``center_crop`` key)."""
+    from adrun.models import spec_of
+
     crop = getattr(cell.model, "center_crop", None)
-    size = cell.model.image_size or 256
+    size = cell.model.image_size or spec_of(cell.model).image_size
     return min(crop / size, 1.0) if crop else 1.0
 
 

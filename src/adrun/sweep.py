@@ -27,6 +27,7 @@ from adrun import data, preflight
 from adrun.backends import Backend, Event
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import ConfigError
+from adrun.models import spec_of
 from adrun.records import RECORD, now, run_dir, write_plan
 
 if TYPE_CHECKING:
@@ -75,12 +76,9 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
         cells = [c for c in cells if any(fnmatch(f"{c.label}/{c.category}", pattern) for pattern in only)]
         if not cells:
             raise ConfigError(f"--only {' '.join(only)}: matches no cell; cells are named <label>/<category>")
-    for cell in cells:
-        if cell.model.name == "efficient_ad" and cell.train_batch_size != 1:
-            raise ConfigError(
-                f"{cell.label}: EfficientAd trains with batch size 1 (paper setting, enforced by anomalib); "
-                "set train_batch_size: 1 on that model entry"
-            )
+    broken = [p for cell in cells for p in spec_of(cell.model).cell_problems(cell)]
+    if broken:
+        raise ConfigError("\n".join(dict.fromkeys(broken)))
     preflight.require(experiment, cells, root)
     return Plan(experiment, exp_dir, root, cells, smoke, planned)
 

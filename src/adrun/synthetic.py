@@ -8,8 +8,8 @@
     <out_dir>/<category>/ground_truth/<defect>/000_mask.png ...
 
 which is the layout ``anomalib.data.MVTecAD`` reads (PNG only). It lets the whole
-pipeline run offline on a laptop, and the data is meant to be *learnable*: Patchcore
-with an untrained backbone separates the defects from the texture well above chance.
+pipeline run offline on a laptop, and the data is meant to be *learnable*: a memory-bank
+model with an untrained backbone separates the defects from the texture well above chance.
 
 Every image comes from its own generator, seeded by ``(seed, category, split, index)``,
 so the bytes of one file never depend on which other files or categories were asked

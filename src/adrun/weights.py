@@ -1,7 +1,7 @@
-"""Local weight files: read a state dict, check that it fits, load it into a backbone or teacher.
+"""Local weight files: read a state dict, check that it fits, load it into a timm backbone.
 
-Shared by ``preflight`` (check before any cell runs) and ``models`` (load at build
-time), so both report a bad file with the same one line. torch, timm and anomalib
+Shared by the model specs' checks (before any cell runs) and their builds (load at
+build time), so both report a bad file with the same one line. torch, timm and anomalib
 are imported inside the functions: checks that need no file stay fast.
 """
 
@@ -16,8 +16,8 @@ from adrun.errors import WeightsError
 SUFFIXES = (".pth", ".pt", ".safetensors")
 # Wrappers that training scripts put around a state dict ({"state_dict": {...}}).
 WRAPPERS = ("state_dict", "model", "module")
-# Key prefixes from DataParallel and from anomalib's own modules (a Patchcore
-# checkpoint's backbone, or a saved TimmFeatureExtractor), stripped when all keys have one.
+# Key prefixes from DataParallel and from anomalib's own modules (a model checkpoint's
+# feature extractor, or a saved TimmFeatureExtractor), stripped when all keys have one.
 PREFIXES = ("module.", "model.feature_extractor.feature_extractor.", "feature_extractor.feature_extractor.",
             "feature_extractor.", "model.")
 
@@ -66,7 +66,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:160] if text else "no message"
 
 
-def _diff(state: Mapping[str, Any], expected: Mapping[str, Any], optional: tuple[str, ...] = ()) -> list[str]:
+def state_diff(state: Mapping[str, Any], expected: Mapping[str, Any], optional: tuple[str, ...] = ()) -> list[str]:
     """What keeps ``state`` from loading into a module with ``expected`` (name -> tensor) entries."""
     def is_optional(key: str) -> bool:
         return any(key == o or key.startswith(o + ".") for o in optional)
@@ -126,12 +126,12 @@ def backbone_state(backbone: str, path: Path, out_indices: list[int] | None = No
     state = read_state_dict(path)
     with torch.device("meta"):
         full = _timm_model(backbone)
-        problems = _diff(state, full.state_dict(), optional=_classifier(full))
+        problems = state_diff(state, full.state_dict(), optional=_classifier(full))
         if not problems:
             return "full", state
         if out_indices is not None:
             features = _timm_model(backbone, features_only=True, exportable=True, out_indices=out_indices)
-            if not _diff(state, features.state_dict()):
+            if not state_diff(state, features.state_dict()):
                 return "features", state
     raise WeightsError(
         f"weights file {path} does not fit backbone {backbone}: {'; '.join(problems)}; "
@@ -163,32 +163,3 @@ def load_backbone(extractor, backbone: str, path: Path) -> None:
         features_only=True, exportable=True, out_indices=list(extractor.idx),
     )
     extractor.feature_extractor = net
-
-
-# --------------------------------------------------------------------------- EfficientAd teacher
-
-
-def _teacher(model_size: str, out_channels: int, padding: bool = False):
-    from anomalib.models.image.efficient_ad.torch_model import (
-        MediumPatchDescriptionNetwork,
-        SmallPatchDescriptionNetwork,
-    )
-
-    cls = MediumPatchDescriptionNetwork if model_size == "medium" else SmallPatchDescriptionNetwork
-    return cls(out_channels=out_channels, padding=padding)
-
-
-def teacher_state(path: Path, model_size: str, out_channels: int = 384) -> dict:
-    """Read a teacher file and check it fits EfficientAd's ``model_size`` teacher; the state on success."""
-    import torch
-
-    state = read_state_dict(path, what="teacher file")
-    with torch.device("meta"):
-        problems = _diff(state, _teacher(model_size, out_channels).state_dict())
-        if not problems:
-            return state
-        other = "medium" if model_size == "small" else "small"
-        fits_other = not _diff(state, _teacher(other, out_channels).state_dict())
-    hint = (f"it is a {other} teacher: set model_size: {other}, or use pretrained_teacher_{model_size}.pth"
-            if fits_other else f"use anomalib's pretrained_teacher_{model_size}.pth (teacher_out_channels 384)")
-    raise WeightsError(f"teacher file {path} does not fit model_size {model_size} ({'; '.join(problems)}): {hint}")

@@ -1,0 +1,31 @@
+"""The models adrun runs: one spec per model, and everything else derived from their list.
+
+``SPECS`` is the registry: the ``models:`` config union, ``--model``'s choices, the
+build, preflight, fetch, the records' provenance and ``adrun models`` all read it. A
+config can name only these models; nothing is ever imported from a path a config holds.
+Adding a model means adding its package here (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import Field
+
+from adrun.models import efficient_ad, patchcore
+from adrun.models.base import ModelSpec
+
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (patchcore.SPEC, efficient_ad.SPEC)}
+MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
+# Each model entry validates against its own spec's schema, picked by `name:`.
+ModelConfig = Annotated[Union[tuple(spec.config for spec in SPECS.values())], Field(discriminator="name")]  # noqa: UP007
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of a registry name; KeyError for a name no spec has (config validation refuses those first)."""
+    return SPECS[name]
+
+
+def spec_of(cfg: Any) -> ModelSpec:
+    """The spec of a validated model config."""
+    return SPECS[cfg.name]
