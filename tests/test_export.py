@@ -19,9 +19,9 @@ TOLERANCE = 1e-4
 
 def reference_map(run, image):
     """The anomaly map of the checkpoint itself, through the same inference module."""
-    from adrun.run import _load
+    from adrun.run import load_run
 
-    _, cell, ckpt = _load(run)
+    _, cell, ckpt = load_run(run)
     from adrun import registry
 
     model = registry.build_model(cell, run.parent.parent.parent)

@@ -559,7 +559,10 @@ def doctor(
 @app.command()
 @handles_errors
 def models() -> None:
-    """List the models adrun can run: registry name, anomalib class, the weights each needs, offline use."""
+    """List the models adrun can run.
+
+    For each: its registry name, anomalib class, the weights it needs and how it runs offline.
+    """
     from adrun.models import SPECS
 
     for spec in SPECS.values():

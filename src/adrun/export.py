@@ -56,11 +56,11 @@ def load_weights(model, ckpt: Path, model_name: str) -> None:
 
 def export_run(run: Path, fmt: str, out: Path | None = None) -> Path:
     """Export the cell at ``run`` as ``fmt``; return the main exported file."""
-    from adrun.run import _load, cell_log, exp_dir_of
+    from adrun.run import cell_log, exp_dir_of, load_run
 
     check_format(fmt)
     run = Path(run)
-    record, cell, ckpt = _load(run)
+    record, cell, ckpt = load_run(run)
     out = Path(out) if out is not None else run / "export"
     target = out / fmt
     target.mkdir(parents=True, exist_ok=True)

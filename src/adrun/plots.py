@@ -18,7 +18,7 @@ from adrun.records import atomic_write
 VMIN, VMAX = 0.5, 1.0
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -33,7 +33,7 @@ def _pyplot():
 
 def save_png(fig, path: Path, dpi: int = 120) -> None:
     """Render ``fig`` to PNG in memory, then write it atomically; closes the figure."""
-    plt = _pyplot()
+    plt = pyplot()
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -55,7 +55,7 @@ def heatmap(table, path: Path, title: str) -> list[str]:
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     means = table if isinstance(table, pd.DataFrame) else table.mean
     spread = not isinstance(table, pd.DataFrame) and table.spread
 

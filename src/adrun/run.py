@@ -353,7 +353,8 @@ def read_checkpoint(ckpt: Path, model_name: str) -> dict[str, Any]:
     return state
 
 
-def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
+def load_run(run: Path) -> tuple[dict[str, Any], Cell, Path]:
+    """A successful run's record, its cell (as its checkpoint rebuilds it) and the checkpoint, checked safe to load."""
     record = read_record(run)
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
@@ -387,7 +388,7 @@ def exp_dir_of(run: Path) -> Path:
 def test_run(run: Path) -> dict[str, Any]:
     """Test again from the run's checkpoint and refresh its record."""
     run = Path(run)
-    record, cell, ckpt = _load(run)
+    record, cell, ckpt = load_run(run)
     root = Path(record["data_root"])
     with cell_log(run):
         from adrun.per_image import TestScores
@@ -434,7 +435,7 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise AdrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}; replace or remove it")
-    record, cell, ckpt = _load(run)
+    record, cell, ckpt = load_run(run)
     out = Path(out) if out is not None else run / "predictions"
     out.mkdir(parents=True, exist_ok=True)
     with cell_log(out):

@@ -96,9 +96,9 @@ def render(items: list[dict], target: Path, title: str = "", fraction: float = 1
     """One column per image; rows: image, ground-truth outline, anomaly map (0-1), predicted mask."""
     import numpy as np
 
-    from adrun.plots import _pyplot, save_png
+    from adrun.plots import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(items), 1)
     fig, axes = plt.subplots(len(ROWS), n, figsize=(1.9 * n + 0.6, 1.9 * len(ROWS) + 0.7), squeeze=False)
     for j, item in enumerate(items):
