@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def splice(text: str, name: str, body: str) -> str:
 def help_block() -> str:
     help_text = subprocess.run(
         [sys.executable, "-m", "adrun.cli", "--help"], capture_output=True, text=True, check=True,
-        env={"COLUMNS": "100", "PATH": ""},
+        # A fixed width; PYTHONPATH kept, so a source tree on it is the adrun that answers.
+        env={"COLUMNS": "100", "PATH": "", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
     ).stdout
     return "```\n" + help_text.rstrip() + "\n```\n"
 
