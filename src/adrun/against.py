@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 
@@ -32,7 +33,7 @@ LEVEL = 0.95
 COLUMNS = ["metric", "model", "category", "a", "a_n", "b", "b_n", "delta", "low", "high", "verdict",
            "resampled", "note"]
 # Image metrics recomputable from test_scores.csv: anomalib class and the fields it reads.
-IMAGE_METRICS = {
+IMAGE_METRICS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "image_AUROC": ("AUROC", ("pred_score", "gt_label"), {}),
     "image_F1Max": ("F1Max", ("pred_score", "gt_label"), {}),
     "image_AUPR": ("AUPR", ("pred_score", "gt_label"), {}),

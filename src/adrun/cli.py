@@ -12,7 +12,6 @@ import contextlib
 import enum
 import functools
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -619,4 +618,4 @@ def run() -> None:  # pragma: no cover - console entry point wrapper
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
+    run()

@@ -424,6 +424,8 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     """Read, override and validate an experiment; every problem becomes a ``ConfigError``."""
     source = str(path) if path is not None else "config"
     if raw is None:
+        if path is None:
+            raise ConfigError("no config: pass the path of an experiment YAML (see configs/)")
         raw = read_yaml(path)
     raw = apply_overrides(raw, overrides or [])
     experiment = validate(raw, source)
@@ -453,7 +455,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         problems += [p for p in _render(exc, Experiment) if not (p.startswith("models.") and problems)]
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in _dedupe(problems)))
-    experiment._raw_models = copy.deepcopy(models)
+    experiment._raw_models = copy.deepcopy(models or [])
     return experiment
 
 
@@ -470,7 +472,7 @@ def _model_problems(entry: Any, where: str) -> list[str]:
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         return [f"{where}.name: unknown model {name!r}{did}; choose one of {', '.join(MODEL_NAMES)}"]
     schema = spec(name).config
-    problems = []
+    problems: list[str] = []
     for values in _grid_values(entry, where, problems):
         try:
             TypeAdapter(schema).validate_python(values)

@@ -201,7 +201,9 @@ def image_problems(base: Path, category: str, data: DataConfig, defects: list[st
                             "only (as anomalib's MVTecAD does), so it is left out; set data.format: folder to read it")
     folders = [base / "train" / "good", base / "test" / "good", *(base / "test" / d for d in defects),
                *(base / "ground_truth" / d for d in defects)]
-    unreadable, wide, sizes = [], [], {}
+    unreadable: list[tuple[Path, str]] = []
+    wide: list[tuple[Path, str]] = []
+    sizes: dict[Path, tuple[int, int]] = {}
     for folder in folders:
         for path in sorted(_images(folder, exts)):
             size, mode, problem = _header(path, verify_images)
@@ -209,7 +211,7 @@ def image_problems(base: Path, category: str, data: DataConfig, defects: list[st
                 unreadable.append((path, problem))
             elif mode in WIDE_MODES:
                 wide.append((path, mode))
-            else:
+            elif size is not None:
                 sizes[path] = size
     if unreadable:
         why = unreadable[0][1]

@@ -24,6 +24,10 @@ def _mvtec(root: Path, category: str) -> None:
     MVTecAD(root=root, category=category).prepare_data()
 
 
+def _mvtec_download(root: Path, category: str) -> Callable[[], None]:
+    return lambda: _mvtec(root, category)
+
+
 def items(experiment: Experiment, with_data: bool = True) -> list[Download]:
     """What the config needs from the internet, each marked present or not."""
     out: list[Download] = []
@@ -40,8 +44,7 @@ def items(experiment: Experiment, with_data: bool = True) -> list[Download]:
     if with_data and experiment.data.format == "mvtec" and experiment.data.categories != "all":
         root = data.dataset_root(experiment.data, experiment_dir(experiment))
         for category in experiment.data.categories:
-            add(Download("dataset", category, root, (root / category).is_dir(),
-                     lambda c=category: _mvtec(root, c)))
+            add(Download("dataset", category, root, (root / category).is_dir(), _mvtec_download(root, category)))
     return out
 
 

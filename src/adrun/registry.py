@@ -28,6 +28,8 @@ class _SmokeSubset:
 
     smoke_n_train: int = 4
     smoke_n_test_per_label: int = 1
+    train_data: Any  # anomalib's datamodule sets both in its own _setup
+    test_data: Any
 
     def _setup(self, _stage: str | None = None) -> None:
         super()._setup(_stage)  # type: ignore[misc]
@@ -68,7 +70,9 @@ class SmokeFolder(_SmokeSubset, Folder):
     pass
 
 
-def build_datamodule(cell: Cell, root: Path):
+def build_datamodule(cell: Cell, root: Path) -> Any:
+    cls: type[Any]
+    datamodule: Any
     common: dict[str, Any] = {
         "train_batch_size": cell.train_batch_size,
         "eval_batch_size": cell.eval_batch_size,
@@ -86,7 +90,7 @@ def build_datamodule(cell: Cell, root: Path):
             normal_test_dir="test/good",
             abnormal_dir=[f"test/{d}" for d in defects],
             mask_dir=[f"ground_truth/{d}" for d in defects] if (base / "ground_truth").is_dir() else None,
-            extensions=extensions(cell.data),
+            extensions=extensions(cell.data),  # type: ignore[arg-type]  # anomalib annotates a 1-tuple
             # Validate on the test set, as MVTecAD does; Folder's default would halve it.
             val_split_mode="same_as_test",
             **common,
@@ -194,6 +198,7 @@ def build_logger(cell: Cell, exp_dir: Path):
     if spec is None:
         return False
     version = f"{cell.category}-seed{cell.seed}"
+    logger: Any
     if spec.name == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 

@@ -167,7 +167,7 @@ def cell_section(exp_dir: Path, record: dict) -> str:
         why = record.get("samples_error") or "made before adrun drew sample grids; run `adrun test` on the cell"
         parts.append(f'<p class="error">no sample grid: {esc(why)}</p>')
     seconds = record.get("seconds") or {}
-    timings = [(f"{k} (s)", f"{v:.1f}") for k, v in seconds.items()]
+    timings: list[tuple[str, object]] = [(f"{k} (s)", f"{v:.1f}") for k, v in seconds.items()]
     timings += [("started", record.get("started_at")), ("finished", record.get("finished_at"))]
     if record.get("tested_at"):
         timings.append(("tested again", record["tested_at"]))

@@ -443,7 +443,7 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
 
         model = registry.build_model(cell, exp_dir_of(run))
         engine = registry.build_engine(cell, out / "anomalib")
-        batches = engine.predict(model=model, data_path=source, ckpt_path=ckpt, return_predictions=True)
+        batches: Any = engine.predict(model=model, data_path=source, ckpt_path=ckpt, return_predictions=True)
     rows = []
     for batch in batches or []:
         for i, path in enumerate(batch.image_path):

@@ -6,6 +6,8 @@ class derives from ``ModelBase`` here, so neither imports the other's module for
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -42,6 +44,8 @@ class TrainerConfig(Strict):
 class ModelBase(Strict):
     """Keys of every model entry; each model's config class adds ``name: Literal[...]`` and its own keys."""
 
+    if TYPE_CHECKING:  # declared by each subclass as its union tag
+        name: str
     label: str | None = Field(None, pattern=NAME_PATTERN)
     # None: the model's own default size (ModelSpec.image_size).
     image_size: int | None = Field(None, ge=32)

@@ -32,6 +32,7 @@ from adrun.records import RECORD, now, run_dir, write_plan
 
 if TYPE_CHECKING:
     from adrun.backends.ray import Cluster
+    from adrun.tables import Tables
 
 BACKENDS = ("local", "ray")
 LOCK = ".adrun.lock"
@@ -44,10 +45,10 @@ class Plan:
     root: Path
     cells: list[Cell]  # the cells to run now (after --only)
     smoke: bool = False
-    planned: list[Cell] | None = None  # every cell of the config: what the tables show
+    planned: list[Cell] = field(default_factory=list)  # every cell of the config: what the tables show
 
     def __post_init__(self):
-        if self.planned is None:
+        if not self.planned:
             self.planned = list(self.cells)
 
 
@@ -57,7 +58,7 @@ class Outcome:
     skipped: list[Cell] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     interrupted: list[dict[str, Any]] = field(default_factory=list)
-    tables: dict = field(default_factory=dict)
+    tables: Tables | None = None  # what the refresh after the run wrote
 
 
 def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None,

@@ -176,7 +176,7 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
     index = pd.Index([*categories, "mean"], name="category")
     mean = pd.DataFrame(math.nan, index=index, columns=labels, dtype=float)
     std, n = mean.copy(), pd.DataFrame(0, index=index, columns=labels, dtype=int)
-    values: dict[tuple[str, str], dict[int, float]] = {}
+    values: dict[tuple[str, str], dict[int | None, float]] = {}  # seed None: a record from before seeds
     for r in records:
         values.setdefault((r["category"], r["label"]), {})[r.get("seed")] = float(r["metrics"][metric])
     for (category, label), by_seed in values.items():
@@ -195,7 +195,7 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
             if len(seed_sets[0]) >= 2:
                 per_seed = [sum(values[(c, label)][s] for c in categories) / len(categories) for s in seed_sets[0]]
                 std.loc["mean", label] = pd.Series(per_seed).std(ddof=1)
-    seeds = sorted({r.get("seed") for r in records if isinstance(r.get("seed"), int)})
+    seeds = sorted({r["seed"] for r in records if isinstance(r.get("seed"), int)})
     if selection.plan:
         seeds = sorted({c["seed"] for c in selection.plan["cells"]})
     return MetricTable(metric, mean, std, n, seeds, selection.experiment)

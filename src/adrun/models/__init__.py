@@ -8,7 +8,7 @@ Adding a model means adding its package here (see docs/architecture.md).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
@@ -17,8 +17,10 @@ from adrun.models.base import ModelSpec
 
 SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (patchcore.SPEC, efficient_ad.SPEC)}
 MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
-# Each model entry validates against its own spec's schema, picked by `name:`.
-ModelConfig = Annotated[Union[tuple(spec.config for spec in SPECS.values())], Field(discriminator="name")]  # noqa: UP007
+if TYPE_CHECKING:  # to a type checker, any model entry: the union is built at run time
+    from adrun.schema import ModelBase as ModelConfig
+else:  # each model entry validates against its own spec's schema, picked by `name:`
+    ModelConfig = Annotated[Union[tuple(spec.config for spec in SPECS.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 def spec(name: str) -> ModelSpec:

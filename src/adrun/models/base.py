@@ -44,7 +44,7 @@ class ModelSpec:
         """The anomalib model for this config, with the experiment's ``evaluator``."""
         raise NotImplementedError
 
-    def lightning_class(self) -> type:
+    def lightning_class(self) -> type[Any]:
         """The LightningModule class ``build`` makes: checkpoints are loaded with its safe types."""
         raise NotImplementedError
 

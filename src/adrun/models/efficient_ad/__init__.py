@@ -92,7 +92,7 @@ class EfficientAdSpec(ModelSpec):
             visualizer=False,
         )
 
-    def lightning_class(self) -> type:
+    def lightning_class(self) -> type[Any]:
         from adrun.models.efficient_ad.lightning import AdrunEfficientAd
 
         return AdrunEfficientAd
@@ -236,6 +236,9 @@ def builtin_imagenet(exp_dir: Path) -> Path:
     import tempfile
 
     spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("scikit-image is not installed (anomalib brings it); set imagenet_dir to an ImageFolder "
+                        "directory, or pip install scikit-image")
     source = Path(next(iter(spec.submodule_search_locations))) / "data"
     root = exp_dir / "imagenet-builtin"
     folder = root / "photos"

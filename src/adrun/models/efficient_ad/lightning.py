@@ -17,7 +17,7 @@ from adrun.models.efficient_ad.teacher import load_teacher
 logger = logging.getLogger(__name__)
 
 
-class AdrunEfficientAd(MetricsFromConfig, EfficientAd):
+class AdrunEfficientAd(MetricsFromConfig, EfficientAd):  # type: ignore[misc]  # anomalib's own to_onnx clash
     """EfficientAd whose teacher comes from ``teacher``.
 
     - ``"auto"``: anomalib's cache, downloading into it when missing (stock behaviour).

@@ -61,7 +61,7 @@ class PatchcoreSpec(ModelSpec):
             visualizer=False,
         )
 
-    def lightning_class(self) -> type:
+    def lightning_class(self) -> type[Any]:
         from adrun.models.patchcore.lightning import AdrunPatchcore
 
         return AdrunPatchcore

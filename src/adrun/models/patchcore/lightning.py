@@ -14,7 +14,7 @@ from anomalib.models import Patchcore
 from adrun.models.base import MetricsFromConfig
 
 
-class AdrunPatchcore(MetricsFromConfig, Patchcore):
+class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # anomalib's own to_onnx clash
     """Patchcore whose coreset step is chosen by ``coreset`` and whose backbone may come from a file.
 
     ``coreset="fast"`` uses adrun's exact k-center-greedy (same picks as anomalib's,
