@@ -130,16 +130,16 @@ def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, *, track: bool =
 
 
 class PeakMemory:
-    """Peak resident memory of this process over a block, and peak CUDA memory when CUDA is in use.
+    """Peak resident memory of this process from now on, and peak CUDA memory when CUDA is in use.
 
     Linux lets a process reset its own peak RSS (``/proc/self/clear_refs``), so the figure
     is the cell's own even when one process runs many cells; elsewhere it is the process's
     peak so far (``peak_rss_scope: process``).
     """
 
-    def __enter__(self) -> PeakMemory:
+    def __init__(self) -> None:
         try:
-            Path("/proc/self/clear_refs").write_text("5")
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak only, nothing else
             self.scope = "cell"
         except OSError:
             self.scope = "process"
@@ -148,10 +148,6 @@ class PeakMemory:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"peak_rss_mb": round(_peak_rss_bytes() / 2**20, 1), "peak_rss_scope": self.scope}
@@ -229,7 +225,8 @@ def run_cell(
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
     # point (even while anomalib is still importing) ends as an "interrupted" record.
     try:
-        with cell_log(folder), PeakMemory() as memory:
+        with cell_log(folder):
+            memory = PeakMemory()
             from lightning.pytorch import seed_everything
 
             from adrun.per_image import TestScores
