@@ -23,6 +23,7 @@ import pandas as pd
 
 from adrun.errors import CompareError
 from adrun.records import atomic_write_text
+from adrun.wording import plural
 
 METRICS = ("pixel_AUROC", "image_AUROC", "pixel_F1Score", "image_F1Score")
 COLUMNS = ["metric", "model", "category", "ours", "reference", "delta", "reference_model", "note"]
@@ -120,7 +121,7 @@ def compare(records: list[dict], ref: Reference) -> pd.DataFrame:
             if pairs:
                 mean_ours = sum(p[0] for p in pairs) / len(pairs)
                 mean_ref = sum(p[1] for p in pairs) / len(pairs)
-                note = f"over the {len(pairs)} categories with both values"
+                note = f"over the {plural(len(pairs), 'category', 'categories')} with both values"
                 rows.append(_row(metric, label, "mean", mean_ours, mean_ref, name, note))
             else:
                 rows.append(_row(metric, label, "mean", None, None, name, "no category with both values"))

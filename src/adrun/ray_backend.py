@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from adrun.errors import AdrunError, ClusterError, DiskFullError
 from adrun.records import atomic_write_text, now, run_dir, write_record
+from adrun.wording import plural
 
 if TYPE_CHECKING:
     from adrun.config import Cell
@@ -77,7 +78,8 @@ class Cluster:
     def summary(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
         gpus = sum(n.gpus for n in self.nodes)
-        return f"ray cluster {self.address}: {len(self.nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
+        return (f"ray cluster {self.address}: {plural(len(self.nodes), 'node')}, {plural(cpus, 'CPU')}, "
+                f"{plural(gpus, 'GPU')}")
 
 
 def alive_nodes() -> list[Node]:
