@@ -2,8 +2,8 @@
 
 The tables, the heatmap, the comparisons and, per cell, its sample grid, settings and
 timings, all from the records and the files beside them. Images are inlined as base64
-PNGs and the page has no scripts and no network references, so it opens straight
-from the file system and can be mailed as one file.
+(the heatmap as PNG, the sample grids as JPEG) and the page has no scripts and no network
+references, so it opens straight from the file system and can be mailed as one file.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 
 from adrun import __version__
 from adrun.records import atomic_write_text, now, run_dir
+from adrun.wording import plural
 
 REPORT = "report.html"
 
@@ -163,7 +164,7 @@ def render(exp_dir: Path, records: list[dict], tables: dict[str, pd.DataFrame]) 
     counts = pd.Series([r.get("status", "?") for r in records]).value_counts().to_dict() if records else {}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no cells yet"
     body = [f"<h1>{esc(name)}</h1>",
-            f'<p class="meta">{esc(exp_dir)} · {len(records)} cells ({esc(summary)}) · '
+            f'<p class="meta">{esc(exp_dir)} · {plural(len(records), "cell")} ({esc(summary)}) · '
             f"written {esc(now())} by adrun {esc(__version__)}</p>"]
     if any(r.get("config", {}).get("data", {}).get("format") == "synthetic" for r in records):
         body.append('<p class="meta">Synthetic data: the numbers check the pipeline, they say nothing '

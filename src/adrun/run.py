@@ -13,12 +13,13 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
-from adrun.preflight import sources
+from adrun.preflight import IMAGE_SUFFIXES, sources
 from adrun.records import atomic_write, now, read_record, versions, write_record
 
 CHECKPOINT = "model.ckpt"
@@ -238,39 +239,122 @@ def test_run(run: Path) -> dict[str, Any]:
     return record
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+@dataclass
+class Predictions:
+    """What ``predict`` wrote: the folder, how many images, how many above the threshold."""
+
+    out: Path
+    images: int
+    anomalous: int | None  # None: no threshold (the cell has none and none was given)
+    threshold: float | None
+    threshold_source: str  # "the cell's own" or "--threshold"
+    masks: bool
 
 
-def predict(run: Path, source: Path, out: Path | None = None) -> Path:
-    """Score an image or a folder; write ``scores.csv`` and one anomaly-map overlay PNG per image."""
-    run, source = Path(run), Path(source)
+def predict_inputs(source: Path) -> list[Path]:
+    """The images ``predict`` will score, as anomalib's PredictDataset finds them; one line for each bad one."""
+    from PIL import Image
+
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     if not source.exists():
         raise AdrunError(f"{source}: no such image or folder; pass a path to an image or a folder of images")
-    if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
-        raise AdrunError(f"{source}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise AdrunError(f"{source}: no images here ({suffixes}); pass a folder that holds images")
+    elif source.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AdrunError(f"{source}: not an image file ({suffixes}); pass an image or a folder of images")
+    else:
+        files = [source]
+    for path in files:
+        if path.stat().st_size == 0:
+            raise AdrunError(f"{path}: empty file (0 bytes); replace it with the image or remove it")
+        try:
+            with Image.open(path) as image:
+                image.verify()  # the whole file is read and checked, nothing decoded into memory
+        except Exception as exc:
+            raise AdrunError(f"{path}: not a readable image ({one_line(exc)}); replace it or remove it") from None
+    return files
+
+
+def _relative(path: Path, source: Path) -> Path:
+    """``path`` relative to the input folder, so test/good/000.png and test/hole/000.png stay apart."""
+    base = source.resolve() if source.is_dir() else source.resolve().parent
+    try:
+        return Path(path).resolve().relative_to(base)
+    except ValueError:
+        return Path(Path(path).name)
+
+
+def predict(run: Path, source: Path, out: Path | None = None, threshold: float | None = None,
+            batch_size: int | None = None, masks: bool = False) -> Predictions:
+    """Score an image or a folder; write ``scores.csv``, an overlay per image and, with ``masks``, a mask per image.
+
+    Outputs mirror the input's folders: ``<out>/<relative folder>/<stem>_anomaly.png``
+    (and ``_mask.png``). An image is anomalous when its score is above ``threshold``
+    (default: the cell's own, on the scale of the scores); masks use the same threshold
+    on the anomaly map.
+    """
+    from torch.utils.data import DataLoader
+
+    run, source = Path(run), Path(source)
+    predict_inputs(source)
     record, cell, ckpt = _load(run)
     out = Path(out) if out is not None else run / "predictions"
     out.mkdir(parents=True, exist_ok=True)
     with cell_log(out):
+        from anomalib.data import PredictDataset
+
         from adrun import registry
 
         model = registry.build_model(cell, exp_dir_of(run))
         engine = registry.build_engine(cell, out / "anomalib")
-        batches = engine.predict(model=model, data_path=source, ckpt_path=ckpt, return_predictions=True)
+        dataset = PredictDataset(source)
+        loader = DataLoader(dataset, batch_size=batch_size or cell.eval_batch_size, shuffle=False,
+                            collate_fn=dataset.collate_fn)
+        batches = engine.predict(model=model, dataloaders=loader, ckpt_path=ckpt, return_predictions=True)
+    from adrun.samples import thresholds
+
+    _, own_image, own_pixel = thresholds(model)
+    source_name = "--threshold" if threshold is not None else "the cell's own"
+    image_t = threshold if threshold is not None else own_image
+    pixel_t = threshold if threshold is not None else own_pixel
     rows = []
     for batch in batches or []:
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
-            label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
-            overlay = out / f"{Path(path).stem}_anomaly.png"
-            write_overlay(Path(path), batch.anomaly_map[i], overlay)
-            rows.append({"path": str(path), "image_score": score, "pred_label": label, "overlay": overlay.name})
+            rel = _relative(Path(path), source)
+            overlay = rel.parent / f"{rel.stem}_anomaly.png"
+            write_overlay(Path(path), batch.anomaly_map[i], out / overlay)
+            row = {"path": str(path), "image_score": score,
+                   "pred_label": None if image_t is None else score > image_t, "overlay": str(overlay)}
+            if masks:
+                mask = rel.parent / f"{rel.stem}_mask.png"
+                amap = batch.anomaly_map[i].detach().float().cpu()
+                # Without any threshold there is no mask to draw: an all-black one would claim "normal".
+                if pixel_t is not None:
+                    write_mask(Path(path), amap > pixel_t, out / mask)
+                row["mask"] = str(mask) if pixel_t is not None else ""
+            rows.append(row)
     import pandas as pd
 
     from adrun.records import atomic_write_text
 
     atomic_write_text(out / "scores.csv", pd.DataFrame(rows).to_csv(index=False))
-    return out
+    anomalous = None if image_t is None else sum(bool(r["pred_label"]) for r in rows)
+    return Predictions(out, len(rows), anomalous, image_t, source_name, masks and pixel_t is not None)
+
+
+def write_mask(image_path: Path, mask, target: Path) -> None:
+    """A predicted mask as a black-and-white PNG at the image's own size."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image_path) as image:
+        size = image.size
+    array = (np.asarray(mask.numpy(), dtype=bool).squeeze() * 255).astype("uint8")
+    picture = Image.fromarray(array).resize(size, Image.Resampling.NEAREST)
+    atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def write_overlay(image_path: Path, anomaly_map, target: Path) -> None:
