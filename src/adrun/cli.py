@@ -128,8 +128,8 @@ def _run_plan(
     seconds, known, todo = sweep.estimate(the_plan, force)
     if known:
         others = f"; {plural(todo - known, 'other cell')} never ran with these settings" if known < todo else ""
-        console.print(f"expected: about {duration(seconds)} for {plural(known, 'cell')}, as their last runs "
-                      f"took{others}")
+        console.print(f"expected: about {duration(seconds)}, from the last runs of {plural(known, 'cell')} with "
+                      f"these settings{others}")
     started = time.perf_counter()
     for cell in the_plan.cells:
         if cell.model.name == "efficient_ad" and cell.model.teacher == "random":
@@ -191,7 +191,7 @@ def _run_plan(
     _print_table(console, outcome.tables.get("pixel_auroc"), "pixel AUROC", the_plan.exp_dir)
     ran = len(outcome.records) + len(outcome.failed)
     console.print(f"{plural(ran, 'cell')} ran in {duration(time.perf_counter() - started)} (wall time)"
-                  + (f", {len(outcome.skipped)} skipped" if outcome.skipped else ""))
+                  + (f", {len(outcome.skipped)} finished earlier" if outcome.skipped else ""))
     if outcome.failed:
         console.print(f"[red]{plural(len(outcome.failed), 'cell')} failed:[/]")
         for record in outcome.failed:
@@ -224,7 +224,9 @@ def sweep(
     output: OutputOption = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun cells that already finished.")] = False,
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only cells matching label/category (glob, repeatable).")
+        list[str] | None, typer.Option("--only", help="Run only the matching cells: LABEL/CATEGORY or LABEL, a "
+                                       "label as written (grid labels too) or a glob over labels and model names; "
+                                       "patchcore/t* picks every Patchcore cell on tile (repeatable).")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
     jobs: Annotated[
@@ -343,7 +345,7 @@ def predict(
     if done.anomalous is None:
         verdict = "no threshold (the cell has none: its fit never validated); pass --threshold to label them"
     else:
-        verdict = f"{done.anomalous} anomalous (score above {done.threshold:.4g}, {done.threshold_source} threshold)"
+        verdict = f"{done.anomalous} anomalous (score above {done.threshold:.4g}: {done.threshold_source})"
     typer.echo(f"{plural(done.images, 'image')}: {verdict}")
     files = "scores.csv, overlays" + (", masks" if done.masks else "")
     typer.echo(f"wrote {files} to {done.out}")

@@ -247,7 +247,7 @@ class Predictions:
     images: int
     anomalous: int | None  # None: no threshold (the cell has none and none was given)
     threshold: float | None
-    threshold_source: str  # "the cell's own" or "--threshold"
+    threshold_source: str  # "the cell's own threshold" or "--threshold"
     masks: bool
 
 
@@ -316,7 +316,7 @@ def predict(run: Path, source: Path, out: Path | None = None, threshold: float |
     from adrun.samples import thresholds
 
     _, own_image, own_pixel = thresholds(model)
-    source_name = "--threshold" if threshold is not None else "the cell's own"
+    source_name = "--threshold" if threshold is not None else "the cell's own threshold"
     image_t = threshold if threshold is not None else own_image
     pixel_t = threshold if threshold is not None else own_pixel
     rows = []

@@ -202,7 +202,7 @@ def describe(cell, normalized: bool, scale: tuple[float, float], pixel_threshold
     title = f"{cell.label} / {cell.category}: green outline = ground truth\n{how}"
     note = ""
     if getattr(cell.model, "teacher", None) == "random":
-        note = "random teacher (teacher: random): a smoke test of the wiring; these maps mean nothing"
+        note = "random teacher (teacher: random): fit for smoke tests only; not what EfficientAd does with its real one"
     return title, note
 
 
