@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup demo demo-quick test smoke lint readme clean
+.PHONY: help setup demo demo-quick seeds test test-full check typecheck smoke lint readme clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -38,17 +38,32 @@ demo: $(BASE) ## Run the offline demo (synthetic data, both models, 3 categories
 demo-quick: $(BASE) ## Patchcore alone on the demo's data (3 categories) -> results/demo-quick
 	$(BIN)/adrun sweep configs/demo.yaml --only patchcore --set name=demo-quick
 
-test: $(DEV) ## Run the whole test suite (what CI runs)
+seeds: $(BASE) ## Run configs/seeds.yaml (Patchcore, three seeds, offline) -> results/seeds
+	$(BIN)/adrun sweep configs/seeds.yaml
+
+test: $(DEV) ## Fast inner loop: every test not marked slow or ray (about a minute)
+	$(BIN)/python -m pytest -m "not slow and not ray"
+
+test-full: $(DEV) ## The whole suite, real fits and the Ray cluster included (what CI runs)
 	$(BIN)/python -m pytest
+
+check: $(DEV) ## What CI checks besides the tests: ruff and the README's help block
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/python scripts/readme_table.py --check-help
+
+typecheck: $(DEV) ## mypy src/adrun and ruff format --check (not yet clean, so not yet in CI)
+	-$(BIN)/mypy src/adrun
+	-$(BIN)/ruff format --check src tests scripts
 
 smoke: $(DEV) ## Smoke-run every shipped config on synthetic data (offline weights)
 	$(BIN)/python -m pytest tests/test_smoke_configs.py
 
-lint: $(DEV) ## ruff
-	$(BIN)/ruff check src tests scripts
+lint: $(DEV) ## ruff check and ruff format (fixes what it can)
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
-readme: ## Put the demo's real pixel-AUROC table into README.md (after make demo)
+readme: ## Put the demo's (and results/seeds') real pixel-AUROC table into README.md (after make demo, make seeds)
 	$(BIN)/python scripts/readme_table.py
 
 clean: ## Remove results and caches (keeps .venv)
-	rm -rf results/demo results/demo-quick results/smoke .pytest_cache
+	rm -rf results/demo results/demo-quick results/seeds results/smoke .pytest_cache

@@ -14,6 +14,7 @@ stricter (ray - local --jobs 1 / 2) / cells against a perfect two-way split.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -45,6 +46,7 @@ def main() -> None:
     start = time.perf_counter()
     address = cluster.start_head(cpus=1)
     cluster.add_node("worker", "127.0.0.3", cpus=1)
+    os.environ.update(cluster.driver_env)  # token authentication, as docs/many-machines.md runs it
     started = time.perf_counter() - start
     times: dict[str, list[float]] = {"jobs1": [], "jobs2": [], "ray": []}
     try:

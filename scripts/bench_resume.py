@@ -34,7 +34,7 @@ def main() -> None:
 
     first, out = sweep(config)
     cells = out.count(" ok ")
-    records = sorted((work / "results" / "bench-resume" / "runs").glob("*/*/record.json"))
+    records = sorted((work / "results" / "bench-resume" / "runs").rglob("record.json"))
     stamps = {p: p.stat().st_mtime_ns for p in records}
     times = []
     for _ in range(args.reruns):

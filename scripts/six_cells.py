@@ -5,6 +5,7 @@ Tiny on purpose (resnet18, 64 px) so that what is measured is the runner, not th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -29,9 +30,15 @@ def write_config(path: Path, name: str, output: Path) -> Path:
     return path
 
 
-def timed_sweep(config: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
-    """Wall time of `adrun sweep CONFIG ARGS` in a fresh process (imports included)."""
+def timed_sweep(config: Path, *args: str, src: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall time of `adrun sweep CONFIG ARGS` in a fresh process (imports included).
+
+    ``src``: run the adrun found there (a checkout's ``src``, first on PYTHONPATH) instead of this one.
+    """
+    env = None
+    if src is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     return time.perf_counter() - start, done

@@ -40,6 +40,13 @@ def tiny_raw(output: Path, **data) -> dict:
     return raw
 
 
+def run_path(exp: Path, label: str, category: str, seed: int = 42) -> Path:
+    """A cell's run folder, by adrun's own naming rule (``runs/<label>/<category>/seed-<N>``)."""
+    from adrun.config import cell_folder
+
+    return Path(exp) / cell_folder(label, category, seed)
+
+
 def write_yaml(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -47,10 +54,10 @@ def write_yaml(path: Path, raw: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def reported(tmp_path_factory):
-    """One tiny sweep (patchcore + efficient_ad on tile) for the report, samples and export tests.
+    """One tiny sweep (patchcore + efficient_ad on tile) for the report, samples, export and metrics tests.
 
-    Returns the experiment folder. Tests may add files (exports, comparisons) but must not
-    delete the records or the sample grids.
+    Returns the experiment folder; the sweep's terminal output is in ``../../terminal.txt``.
+    Tests may add files (exports, comparisons) but must not delete the records or the sample grids.
     """
     from typer.testing import CliRunner
 
@@ -60,6 +67,7 @@ def reported(tmp_path_factory):
     config = write_yaml(base / "tiny.yaml", tiny_raw(base / "results"))
     result = CliRunner().invoke(app, ["sweep", str(config)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    (base / "terminal.txt").write_text(result.output)  # what the user saw (tests/test_metrics.py)
     return base / "results" / "tiny"
 
 

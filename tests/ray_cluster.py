@@ -6,6 +6,10 @@ loopback addresses, 127.0.0.2 and up, which it keeps as given: every address Ray
 advertises and dials stays on the loopback interface. Each node runs in a folder of its
 own (its working directory, like a separate machine's) and with its own temp dir.
 
+Token authentication is on, as docs/many-machines.md says to run a cluster: every node
+gets ``RAY_AUTH_MODE=token`` and one random token, and a driver needs ``driver_env`` (the
+same two variables) to get in. ``auth=False`` starts one without, to test the warning.
+
 Every process of a node, down to the workers the raylet forks, runs in that node's folder;
 killing a node means SIGKILL to every process whose working directory is that folder, all
 at once, which is what losing a machine looks like to Ray. Nothing started by anyone else
@@ -14,7 +18,9 @@ is touched (``ray stop`` would stop every Ray on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +39,17 @@ def free_port(host: str = "127.0.0.2") -> int:
         return s.getsockname()[1]
 
 
+def _refresh_ray_auth() -> None:
+    """Ray reads RAY_AUTH_MODE and the token once per process: make it read them again (as
+    ``ray.init`` itself does when it turns token mode on)."""
+    if "ray" not in sys.modules:
+        return  # read fresh at the first import
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @dataclass
 class LocalNode:
     name: str
@@ -48,13 +65,22 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, LocalNode] = field(default_factory=dict)
     address: str = ""
+    auth: bool = True
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def driver_env(self) -> dict[str, str]:
+        """What a driver's environment needs to join: Ray's token mode and this cluster's token."""
+        if not self.auth:
+            return {"RAY_AUTH_MODE": "disabled"}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     def _start(self, name: str, ip: str, args: list[str]) -> LocalNode:
         cwd = self.base / name
         cwd.mkdir(parents=True, exist_ok=True)
         log = self.base / f"{name}.log"
         env = {
-            **os.environ, **self.env,
+            **os.environ, **self.env, **self.driver_env,
             # Notice a dead node in ~2 s instead of Ray's default ~30 s.
             "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
             "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000",
@@ -73,6 +99,23 @@ class LocalCluster:
         node = LocalNode(name, ip, cwd, proc, log)
         self.nodes[name] = node
         return node
+
+    @contextlib.contextmanager
+    def driver(self):
+        """This process (and the drivers it starts) joins with ``driver_env``, then forgets it."""
+        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        for key in saved:
+            os.environ.pop(key, None)
+        os.environ.update(self.driver_env)
+        _refresh_ray_auth()
+        try:
+            yield self
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key, None)
+                if value is not None:
+                    os.environ[key] = value
+            _refresh_ray_auth()
 
     def start_head(self, cpus: int = 1, ip: str = "127.0.0.2") -> str:
         port = free_port(ip)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import tiny_raw, write_yaml
+from conftest import run_path, tiny_raw, write_yaml
 
 CATEGORIES = ["tile", "leather", "grid"]
 
@@ -27,8 +27,8 @@ def adrun(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def record(exp: Path, category: str, label: str = "patchcore") -> dict | None:
-    path = exp / "runs" / label / category / "record.json"
+def record(exp: Path, category: str, label: str = "patchcore", seed: int = 42) -> dict | None:
+    path = run_path(exp, label, category, seed) / "record.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -6,10 +6,11 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_raw, write_yaml
+from conftest import run_path, tiny_raw, write_yaml
 from typer.testing import CliRunner
 
 from adrun.cli import app
@@ -36,24 +37,28 @@ def test_sweep_writes_records_and_tables(swept):
     assert result.exit_code == 0, result.output
     exp = base / "results" / "tiny"
     for label in ("patchcore", "efficient_ad"):
-        record = json.loads((exp / "runs" / label / "tile" / "record.json").read_text())
+        record = json.loads((run_path(exp, label, "tile") / "record.json").read_text())
         assert record["status"] == "success"
-        assert set(record["metrics"]) == {"image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score"}
+        assert list(record["metrics"]) == ["pixel_AUROC", "image_AUROC", "pixel_AUPRO", "image_F1Max"]
         assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
         assert record["seed"] == 42 and record["versions"]["anomalib"].startswith("2.7")
         assert record["config"]["model"]["name"] == label
-        assert (exp / "runs" / label / "tile" / record["checkpoint"]).stat().st_size > 0
+        assert (run_path(exp, label, "tile") / record["checkpoint"]).stat().st_size > 0
     table = pd.read_csv(exp / "pixel_auroc.csv", index_col=0)
-    assert list(table.columns) == ["patchcore", "efficient_ad"]
+    assert list(table.columns) == ["patchcore", "patchcore std", "patchcore n",
+                                   "efficient_ad", "efficient_ad std", "efficient_ad n"]
+    assert table.loc["tile", "patchcore n"] == 1 and pd.isna(table.loc["tile", "patchcore std"])
     assert list(table.index) == ["tile", "mean"]
-    patchcore = json.loads((exp / "runs/patchcore/tile/record.json").read_text())
+    patchcore = json.loads((exp / "runs/patchcore/tile/seed-42/record.json").read_text())
     assert table.loc["tile", "patchcore"] == pytest.approx(patchcore["metrics"]["pixel_AUROC"], abs=1e-6)
     md = (exp / "pixel_auroc.md").read_text().splitlines()
-    assert md[0] == "| category | patchcore | efficient_ad |"
-    assert md[2].startswith(f"| tile | {patchcore['metrics']['pixel_AUROC']:.3f} |")
-    assert md[3].startswith("| **mean** |")
+    assert md[0] == "# pixel AUROC: tiny"  # the title names the metric and the experiment
+    assert md[2] == "| category | patchcore | efficient_ad |"
+    assert md[4].startswith(f"| tile | {patchcore['metrics']['pixel_AUROC']:.3f} |")
+    assert md[5].startswith("| **mean** |")
+    assert (exp / "image_auroc.md").read_text().startswith("# image AUROC: tiny\n")
     long = pd.read_csv(exp / "metrics.csv")
-    assert list(long.columns) == ["model", "category", "metric", "value"]
+    assert list(long.columns) == ["model", "category", "seed", "metric", "value"]
     assert len(long) == 8  # 2 models x 4 metrics
     assert "pixel AUROC" in result.output and "mean" in result.output
 
@@ -61,11 +66,11 @@ def test_sweep_writes_records_and_tables(swept):
 @pytest.mark.slow
 def test_rerun_skips_finished_cells(swept):
     base, config, _ = swept
-    before = (base / "results/tiny/runs/patchcore/tile/record.json").read_text()
+    before = (base / "results/tiny/runs/patchcore/tile/seed-42/record.json").read_text()
     result = invoke("sweep", config)
     assert result.exit_code == 0
     assert result.output.count("skip") == 2
-    assert (base / "results/tiny/runs/patchcore/tile/record.json").read_text() == before
+    assert (base / "results/tiny/runs/patchcore/tile/seed-42/record.json").read_text() == before
 
 
 @pytest.mark.slow
@@ -84,7 +89,7 @@ def test_table_is_rebuilt_from_records(swept):
 @pytest.mark.slow
 def test_test_command_reproduces_metrics_from_checkpoint(swept):
     base, _, _ = swept
-    run = base / "results/tiny/runs/patchcore/tile"
+    run = base / "results/tiny/runs/patchcore/tile/seed-42"
     before = json.loads((run / "record.json").read_text())
     result = invoke("test", run)
     assert result.exit_code == 0, result.output
@@ -103,7 +108,7 @@ def test_predict_on_a_folder(swept, tmp_path):
     for image in images:
         (folder / f"{image.parent.name}_{image.name}").write_bytes(image.read_bytes())
     out = tmp_path / "out"
-    result = invoke("predict", base / "results/tiny/runs/patchcore/tile", folder, "--output", out)
+    result = invoke("predict", base / "results/tiny/runs/patchcore/tile/seed-42", folder, "--output", out)
     assert result.exit_code == 0, result.output
     with open(out / "scores.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -117,6 +122,39 @@ def test_predict_on_a_folder(swept, tmp_path):
     assert sum(bad) / len(bad) > sum(good) / len(good)
 
 
+def test_predict_mirrors_input_folders_so_same_named_images_keep_their_own_overlay(swept, tmp_path):
+    """test/good/000.png and test/<defect>/000.png: one overlay each, and each row points at its own."""
+    base, _, _ = swept
+    source = base / "results/tiny/data/tile/test"
+    images = sorted(source.glob("*/*.png"))
+    assert len({p.name for p in images}) < len(images)  # the names do repeat across folders
+    out = tmp_path / "out"
+    result = invoke("predict", base / "results/tiny/runs/patchcore/tile/seed-42", source, "--output", out)
+    assert result.exit_code == 0, result.output
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(images)
+    overlays = [row["overlay"] for row in rows]
+    assert len(set(overlays)) == len(images)
+    for row in rows:
+        rel = Path(row["path"]).relative_to(source)
+        assert row["overlay"] == (rel.parent / f"{rel.stem}_anomaly.png").as_posix()
+        assert (out / row["overlay"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, content", [("empty.png", b""), ("notes.png", b"<html>not found</html>"),
+                                           ("notes.txt", b"hello")])
+def test_predict_refuses_a_non_image_or_empty_file_in_one_line(swept, tmp_path, name, content):
+    base, _, _ = swept
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    result = invoke("predict", base / "results/tiny/runs/patchcore/tile/seed-42", bad, "--output", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"adrun: error: {bad}: not a"), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out" / "scores.csv").exists()
+
+
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     """Running a cell twice with the same config gives identical metrics on CPU."""
@@ -126,8 +164,8 @@ def test_same_seed_same_numbers(tmp_path):
     second = invoke("sweep", write_yaml(tmp_path / "b.yaml", raw))
     assert first.exit_code == second.exit_code == 0
     for label in ("patchcore", "efficient_ad"):
-        a = json.loads((tmp_path / f"a/tiny/runs/{label}/tile/record.json").read_text())["metrics"]
-        b = json.loads((tmp_path / f"b/tiny/runs/{label}/tile/record.json").read_text())["metrics"]
+        a = json.loads((tmp_path / f"a/tiny/runs/{label}/tile/seed-42/record.json").read_text())["metrics"]
+        b = json.loads((tmp_path / f"b/tiny/runs/{label}/tile/seed-42/record.json").read_text())["metrics"]
         assert a == b and len(a) == 4, label
 
 
@@ -151,7 +189,7 @@ def test_folder_format_reads_other_image_types(tmp_path):
     raw["models"] = raw["models"][:1]
     result = invoke("sweep", write_yaml(tmp_path / "c.yaml", raw))
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "r/tiny/runs/patchcore/tile/record.json").read_text())
+    record = json.loads((tmp_path / "r/tiny/runs/patchcore/tile/seed-42/record.json").read_text())
     assert record["status"] == "success" and record["metrics"]["pixel_AUROC"] > 0.6
 
 
@@ -184,11 +222,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):
 
 
 def test_missing_category_folder_names_it(tmp_path):
+    from PIL import Image
+
     root = tmp_path / "mvtec"
-    (root / "tile" / "train" / "good").mkdir(parents=True)
-    (root / "tile" / "train" / "good" / "000.png").write_bytes(b"")
-    (root / "tile" / "test" / "crack").mkdir(parents=True)
-    (root / "tile" / "test" / "crack" / "000.png").write_bytes(b"")
+    for folder in ("train/good", "test/good", "test/crack"):
+        (root / "tile" / folder).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / "tile" / folder / "000.png")
     raw = tiny_raw(tmp_path / "r", format="mvtec", root=str(root), categories=["tile", "wood"])
     result = runner.invoke(app, ["sweep", str(write_yaml(tmp_path / "c.yaml", raw))])
     assert result.exit_code == 2
@@ -238,8 +277,8 @@ def test_test_and_predict_need_no_weights_beyond_the_checkpoint(swept, tmp_path)
     import shutil
 
     base, _, _ = swept
-    run = tmp_path / "exp/runs/patchcore/tile"
-    shutil.copytree(base / "results/tiny/runs/patchcore/tile", run)
+    run = tmp_path / "exp/runs/patchcore/tile/seed-42"
+    shutil.copytree(base / "results/tiny/runs/patchcore/tile/seed-42", run)
     record = json.loads((run / "record.json").read_text())
     record["config"]["model"]["pre_trained"] = True  # nothing is cached and HF_HUB_OFFLINE=1
     (run / "record.json").write_text(json.dumps(record))

@@ -37,7 +37,7 @@ def test_every_shipped_config_validates(path):
         (with_(**{"data.fromat": "mvtec"}), "data.fromat: unknown key; did you mean 'format'?"),
         (with_(**{"data.format": "coco"}),
          "data.format: Input should be 'mvtec', 'folder' or 'synthetic' (got 'coco')"),
-        (with_(**{"seed": "abc"}), "seed: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
+        (with_(**{"seed": "abc"}), "seed: expected an integer or {grid: [0, 1, 2]} (got 'abc')"),
         (with_(**{"models.0.name": "efficient_ad", "models.0.image_size": 128}),
          "models.0.image_size: must be at least 256 for efficient_ad (its autoencoder decodes to 256 px) (got 128)"),
         ({"data": {}, "models": [{"name": "patchcore"}]}, "name: required key is missing; add it"),
@@ -143,3 +143,58 @@ def test_smoke_results_live_apart():
     experiment = validate(with_(output="out"))
     assert str(experiment_dir(experiment)) == "out/x"
     assert str(experiment_dir(experiment, smoke=True)) == "out/smoke/x"
+
+
+@pytest.mark.parametrize("seeds", [{"seed": "{grid: [0, 1, 2]}"}, {"seeds": "[0, 1, 2]"}], ids=["seed-grid", "seeds"])
+def test_seeds_are_a_grid_dimension(seeds):
+    experiment = validate(with_(**seeds))
+    assert experiment.seed_values() == [0, 1, 2]
+    cells = expand(experiment, ["tile", "grid"])
+    assert [(c.seed, c.category) for c in cells] == [(s, c) for s in (0, 1, 2) for c in ("tile", "grid")]
+    assert {c.label for c in cells} == {"patchcore"}  # the column is the label, without the seed
+    assert len({c.key for c in cells}) == len({c.folder for c in cells}) == 6
+    assert cells[0].folder == "runs/patchcore/tile/seed-0"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seeds": "[0, 1]", "seed": 3}, "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})"),
+        ({"seeds": "[1, 1]"}, "seeds: [1, 1] repeats a seed; list each seed once"),
+        ({"seed": "{grid: []}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),
+        ({"seed": "{list: [1]}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),
+        ({"seed": "{grid: [1, x]}"}, "seed: expected an integer or {grid: [0, 1, 2]}"),
+        ({"seed": -1}, "seed: a seed lies in 0 .. 4294967295 (Lightning's seed_everything) (got -1)"),
+        ({"seeds": "[-1]"}, "seeds.0: Input should be greater than or equal to 0 (got -1)"),
+    ],
+)
+def test_bad_seeds_are_one_line(changes, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(with_(**changes), "exp.yaml")
+    assert str(info.value) == f"exp.yaml: {expected}"
+
+
+def test_folder_names_are_safe_slugs_and_keep_safe_labels():
+    from adrun.config import cell_folder, folder_name
+
+    assert folder_name("patchcore") == "patchcore"
+    assert folder_name("pc-r18_v2.1") == "pc-r18_v2.1"
+    for label in ("patchcore[weights=/a/b.pth]", "patchcore[weights=../../x.pth]", "..", "a b$c", "x" * 200):
+        name = folder_name(label)
+        assert "/" not in name and ".." not in name and len(name) <= 80
+        assert name[0].isalnum() and all(ch.isalnum() or ch in "_.=,+-" for ch in name), name
+    # Two labels that slug alike still get two folders.
+    assert folder_name("p[w=/a/b]") != folder_name("p[w=/a_b]")
+    assert cell_folder("patchcore[w=/a]", "tile", 7).startswith("runs/patchcore_w=_a-")
+    assert cell_folder("patchcore[w=/a]", "tile", 7).endswith("/tile/seed-7")
+
+
+def test_seeds_example_is_small_offline_and_three_seeds():
+    experiment = load_experiment(CONFIGS / "seeds.yaml")
+    assert experiment.seed_values() == [0, 1, 2]
+    demo = load_experiment(CONFIGS / "demo.yaml")
+    assert experiment.data.categories == demo.data.categories and experiment.data.format == "synthetic"
+    (model,) = experiment.models
+    assert model.name == "patchcore" and model.pre_trained is False and model.weights is None
+    cells = expand(experiment, experiment.data.categories)
+    assert len(cells) == 9 and {c.folder.rsplit("/", 1)[1] for c in cells} == {"seed-0", "seed-1", "seed-2"}

@@ -39,5 +39,6 @@ def test_demo_quick_patchcore_is_well_above_chance(tmp_path):
         assert record["metrics"]["pixel_AUROC"] >= 0.8, (record["category"], record["metrics"])
         assert record["metrics"]["image_AUROC"] >= 0.7, (record["category"], record["metrics"])
     md = (exp / "pixel_auroc.md").read_text().splitlines()
+    assert md[0] == "# pixel AUROC: demo-quick"  # the title line names the metric and the experiment
     rows = [line.split(" | ")[0] for line in md if line.startswith("| ")][1:]  # after the header row
     assert rows == ["| tile", "| leather", "| grid", "| **mean**"]

@@ -34,7 +34,7 @@ def reference_map(run, image):
 def run_and_image(reported):
     from PIL import Image
 
-    run = reported / "runs" / "patchcore" / "tile"
+    run = reported / "runs" / "patchcore" / "tile" / "seed-42"
     path = sorted((reported / "data" / "tile" / "test" / "scratch").glob("*.png"))[0]
     array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
     image = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()

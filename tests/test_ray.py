@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ WORKER_IP = "127.0.0.3"
 
 
 def attempts(exp: Path, category: str, label: str = "patchcore") -> list[dict]:
-    path = exp / "runs" / label / category / "attempts.jsonl"
+    path = exp / "runs" / label / category / "seed-42" / "attempts.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -42,7 +43,8 @@ def cluster():
     try:
         local.start_head(cpus=1)
         local.add_node("worker", WORKER_IP, cpus=1)
-        yield local
+        with local.driver():  # the sweeps below, in this process or not, join with the token
+            yield local
     finally:
         local.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -82,6 +84,7 @@ def test_ray_sweep_gives_the_local_tables_cell_by_cell(tmp_path, cluster, refere
     assert proc.returncode == 0, out
     assert f"ray cluster {cluster.address}: 2 nodes, 2 CPUs, 0 GPUs" in out
     assert "ray dashboard: none" in out
+    assert "token authentication" not in out  # the cluster checks tokens: nothing to warn about
     exp = tmp_path / "results" / "tiny"
     assert tables(exp) == tables(reference)
     for category in CATEGORIES:
@@ -91,8 +94,8 @@ def test_ray_sweep_gives_the_local_tables_cell_by_cell(tmp_path, cluster, refere
         assert ray_record["key"] == local_record["key"]
         assert ray_record["node"] in ("127.0.0.2", WORKER_IP)
         assert f"@ {ray_record['node']})" in out
-        assert (exp / "runs/patchcore" / category / "model.ckpt").stat().st_size > 0
-        assert (exp / "runs/patchcore" / category / "log.txt").stat().st_size > 0
+        assert (exp / "runs/patchcore" / category / "seed-42" / "model.ckpt").stat().st_size > 0
+        assert (exp / "runs/patchcore" / category / "seed-42" / "log.txt").stat().st_size > 0
 
     again = adrun("sweep", sweep_config(tmp_path), "--backend", "ray", "--address", cluster.address)
     out, _ = again.communicate(timeout=300)
@@ -151,7 +154,7 @@ def test_killed_driver_leaves_whole_files_and_the_rerun_resumes(tmp_path, cluste
     wait_for(one_done_one_running)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    finished = {c: (exp / "runs/patchcore" / c / "record.json").read_bytes()
+    finished = {c: (exp / "runs/patchcore" / c / "seed-42" / "record.json").read_bytes()
                 for c in CATEGORIES if (record(exp, c) or {}).get("status") == "success"}
     for path in exp.rglob("*.json"):
         json.loads(path.read_text())  # whole, not torn
@@ -162,7 +165,7 @@ def test_killed_driver_leaves_whole_files_and_the_rerun_resumes(tmp_path, cluste
     assert rerun.returncode == 0, out
     for category, before in finished.items():
         assert f"skip patchcore / {category}" in out
-        assert (exp / "runs/patchcore" / category / "record.json").read_bytes() == before
+        assert (exp / "runs/patchcore" / category / "seed-42" / "record.json").read_bytes() == before
     assert out.count("skip") == len(finished) and out.count(" ok ") == 3 - len(finished)
     assert [record(exp, c)["status"] for c in CATEGORIES] == ["success"] * 3
     assert tables(exp) == tables(reference)
@@ -218,9 +221,47 @@ def test_first_sigint_records_interrupted_as_locally(tmp_path, cluster):
     assert [record(exp, c)["status"] for c in CATEGORIES] == ["success"] * 3
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_driver_without_the_token_is_refused(tmp_path, cluster):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(sweep_config(tmp_path)), "--backend",
+                           "ray", "--address", cluster.address], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"adrun: error: no Ray cluster at {cluster.address} ("), lines
+    assert "if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token" in lines[0]
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_cluster_without_token_authentication_gets_a_warning(tmp_path):
+    """One line before the sweep, whether or not the driver itself sends a token (the head is asked)."""
+    base = Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp"))
+    home = base / "home"
+    open_cluster = LocalCluster(base, env={"HOME": str(home), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+                                auth=False)
+    config = sweep_config(tmp_path, categories=["tile"])
+    try:
+        address = open_cluster.start_head(cpus=1)
+        warning = (f"warning: the Ray cluster at {address} runs without token authentication: anyone who can "
+                   "reach its port can run code there as its user; start every node with RAY_AUTH_MODE=token")
+        for driver in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x" * 32}):
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **driver,
+                   "COLUMNS": "250"}
+            done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), "--backend", "ray",
+                                   "--address", address], env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.count(warning) == 1, done.stdout
+    finally:
+        open_cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_cells_get_a_gpu_each_or_a_split_of_the_smallest_cpu_node():
+    from adrun.backends.ray import Node, resources
     from adrun.errors import ClusterError
-    from adrun.ray_backend import Node, resources
 
     cpu = [Node("a" * 56, "10.0.0.1", 0, 0), Node("b" * 56, "10.0.0.2", 8, 0), Node("c" * 56, "10.0.0.3", 16, 0)]
     assert resources(cpu, jobs=1) == {"num_gpus": 0, "num_cpus": 8}

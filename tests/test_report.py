@@ -35,7 +35,7 @@ def test_every_tested_cell_has_a_sample_grid(reported):
     for r in records:
         assert r["samples"] == "samples.png" and r["samples_error"] is None
         assert r["seconds"]["samples"] > 0
-        with Image.open(reported / "runs" / r["label"] / r["category"] / "samples.png") as grid:
+        with Image.open(reported / r["folder"] / "samples.png") as grid:
             # One column per image: N_GOOD good + one per defect type of the synthetic data.
             assert grid.width > grid.height > 400
 
@@ -64,7 +64,7 @@ def test_report_holds_tables_heatmap_grids_and_settings(reported):
     assert 'alt="pixel AUROC heatmap"' in html
     for label in ("patchcore", "efficient_ad"):
         assert f'alt="sample grid {label} / tile"' in html
-        assert f'id="cell-{label}-tile"' in html
+        assert f'id="cell-{label}-tile-seed-42"' in html
     assert "model.backbone" in html and "resnet18" in html  # settings from the record
     assert "fit (s)" in html and "samples (s)" in html  # timings from the record
     # Self-contained: every image inline, nothing fetched, no scripts.

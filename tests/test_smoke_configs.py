@@ -15,6 +15,7 @@ from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from adrun.cli import app
+from adrun.config import load_experiment
 
 OFFLINE = {
     "patchcore": ["pre_trained=false"],
@@ -38,8 +39,10 @@ def test_shipped_config_smoke_runs(path, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     exp = tmp_path / "smoke" / raw["name"]
-    records = sorted(exp.glob("runs/*/tile/record.json"))
-    assert len(records) == len(raw["models"])
+    records = sorted(exp.glob("runs/*/tile/seed-*/record.json"))
+    seeds = load_experiment(path).seed_values()
+    assert len(records) == len(raw["models"]) * len(seeds)
+    assert {json.loads(p.read_text())["seed"] for p in records} == set(seeds)
     for record in map(json.loads, (p.read_text() for p in records)):
         assert record["status"] == "success" and record["smoke"] is True
         assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0

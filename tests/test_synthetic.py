@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from adrun.synthetic import CATEGORIES, DEFECTS, make_dataset, render_sample
+from adrun.synthetic import CATEGORIES, DEFECTS, MARKER, make_dataset, render_sample
 
 SMALL = {"image_size": 64, "n_train": 4, "n_test_good": 2, "n_test_defect": 2}
 
@@ -27,7 +27,7 @@ def digests(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MARKER  # the images, not adrun's note that they are its own
     }
 
 
@@ -38,7 +38,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_layout_and_counts_are_mvtec_ad(dataset):
-    assert sorted(p.name for p in dataset.iterdir()) == sorted(CATEGORIES)
+    # The categories, and the marker that lets adrun rewrite this folder (and no other).
+    assert sorted(p.name for p in dataset.iterdir()) == sorted([*CATEGORIES, MARKER])
     for category in CATEGORIES:
         root = dataset / category
         assert sorted(p.name for p in (root / "test").iterdir()) == sorted(("good", *DEFECTS))
@@ -48,7 +49,7 @@ def test_layout_and_counts_are_mvtec_ad(dataset):
         for defect in DEFECTS:
             assert names(root / "test" / defect) == [f"{i:03d}.png" for i in range(3)]
             assert names(root / "ground_truth" / defect) == [f"{i:03d}_mask.png" for i in range(3)]
-    assert not [p for p in dataset.rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert not [p for p in dataset.rglob("*") if p.is_file() and p.suffix != ".png" and p.name != MARKER]
 
 
 def test_anomalib_reads_the_layout(dataset):
@@ -146,7 +147,7 @@ def test_a_category_does_not_depend_on_the_others_requested(tmp_path):
     expected = digests(tmp_path / "all" / "leather")
     assert digests(tmp_path / "one" / "leather") == expected
     assert digests(tmp_path / "two" / "leather") == expected
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["leather"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [MARKER, "leather"]
 
 
 def test_train_and_test_good_images_differ(tmp_path):

@@ -165,7 +165,7 @@ def test_sweep_with_weights_file_runs_and_records_it(state, tmp_path):
     raw["models"][0].update(pre_trained=True, weights=str(path))
     result = runner.invoke(app, ["sweep", str(write_yaml(tmp_path / "w.yaml", raw))])
     assert result.exit_code == 0, result.output
-    run = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile"
+    run = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     record = json.loads((run / "record.json").read_text())
     assert record["status"] == "success"
     assert record["weights"] == {"backbone": f"file {path.resolve()}"}
@@ -173,3 +173,10 @@ def test_sweep_with_weights_file_runs_and_records_it(state, tmp_path):
     prefix = "model.feature_extractor.feature_extractor."
     saved = {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     assert saved and all(torch.equal(v, state[k]) for k, v in saved.items())
+    # `adrun test` and `export` read this checkpoint through the weights-only unpickler too.
+    again = runner.invoke(app, ["test", str(run)])
+    assert again.exit_code == 0, again.output
+    retested = json.loads((run / "record.json").read_text())["metrics"]
+    assert retested == pytest.approx(record["metrics"], abs=1e-6)
+    exported = runner.invoke(app, ["export", str(run), "--format", "torch", "--output", str(tmp_path / "x")])
+    assert exported.exit_code == 0, exported.output

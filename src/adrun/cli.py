@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
@@ -23,6 +23,9 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 from adrun import __version__
 from adrun.errors import AdrunError
 from adrun.wording import duration, plural
+
+if TYPE_CHECKING:
+    from adrun.backends import Event
 
 # anomalib's tqdm bars (coreset, teacher statistics) would tear through rich's progress.
 # `adrun fetch` wants the download bars back, unless the user asked for silence.
@@ -51,9 +54,13 @@ RootOption = Annotated[
     typer.Option("--root", envvar="ADRUN_DATA_ROOT", help="Dataset root (overrides data.root)."),
 ]
 OutputOption = Annotated[Path | None, typer.Option("--output", help="Results folder (overrides output).")]
+VerifyOption = Annotated[
+    bool,
+    typer.Option("--verify-images", help="Decode every image in full before the first cell (default: headers only)."),
+]
 
 
-class Backend(str, enum.Enum):
+class Backend(enum.StrEnum):
     local = "local"
     ray = "ray"
 
@@ -75,6 +82,12 @@ def handles_errors(command):
             if _state["debug"]:
                 raise
             _fail(str(exc), 2)
+        except OSError as exc:
+            # A path the user gave that cannot be written or read (a file where a folder
+            # should be, a read-only disk): one line naming it, as for any bad input.
+            if _state["debug"] or exc.filename is None:
+                raise
+            _fail(f"{exc.filename}: {exc.strerror or exc}; check that path (--debug shows where it was used)", 2)
 
     return wrapper
 
@@ -94,12 +107,21 @@ def main(
 ) -> None:
     """adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables."""
     _state["debug"] = debug
+    if debug:
+        os.environ["ADRUN_DEBUG"] = "1"  # for what runs below the CLI (Ray's connection log)
 
 
 def _console():
     from rich.console import Console
 
     return Console(stderr=False, highlight=False)
+
+
+def _e(value) -> str:
+    """A user's string (path, category, label, error) as rich shows it: ``[`` is text, not markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -> list[str]:
@@ -122,7 +144,7 @@ def _run_plan(
 
     console = _console()
     console.print(
-        f"[bold]{the_plan.experiment.name}[/]: {plural(len(the_plan.cells), 'cell')} -> {the_plan.exp_dir}"
+        f"[bold]{_e(the_plan.experiment.name)}[/]: {plural(len(the_plan.cells), 'cell')} -> {_e(the_plan.exp_dir)}"
         + (" [yellow](smoke)[/]" if the_plan.smoke else "")
     )
     seconds, known, todo = sweep.estimate(the_plan, force)
@@ -133,85 +155,107 @@ def _run_plan(
     started = time.perf_counter()
     for cell in the_plan.cells:
         if cell.model.name == "efficient_ad" and cell.model.teacher == "random":
-            console.print(f"[yellow]note[/]: {cell.label} uses a random teacher: fit for smoke tests only.")
+            console.print(f"[yellow]note[/]: {_e(cell.label)} uses a random teacher: fit for smoke tests only.")
             break
+    if the_plan.experiment.data.test_good_from_train:
+        console.print("[yellow]note[/]: data.test_good_from_train: true: where test/good is empty, anomalib "
+                      "moves 20% of train/good into the test set.")
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console, transient=False,
     )
     task = progress.add_task("starting", total=len(the_plan.cells))
-    running: dict[str, str] = {}  # the cells running now, with the node each runs on
+    running: dict[str, str] = {}  # the cells running now (by folder), with the node each runs on
+    several_seeds = len({c.seed for c in the_plan.planned}) > 1
 
-    def on_start(cell, i, total, node=None, attempt=1):
-        name = f"{cell.label} / {cell.category}"
-        if attempt > 1:
-            progress.console.print(f"  [yellow]retry[/] {name}: attempt {attempt} on {node} "
-                                   "(the node of the last one was lost)")
-        running[name] = f"{name} @ {node}" if node else name
-        progress.update(task, description=", ".join(running.values()))
+    def cell_name(cell) -> str:
+        return f"{cell.label} / {cell.category}" + (f" / seed {cell.seed}" if several_seeds else "")
 
-    def on_end(cell, record, status):
-        name = f"{cell.label} / {cell.category}"
-        running.pop(name, None)
+    def on_event(event: Event) -> None:
+        cell, record = event.cell, event.record
+        name = _e(cell_name(cell))
+        if event.kind == "started":
+            if event.attempt > 1:
+                progress.console.print(f"  [yellow]retry[/] {name}: attempt {event.attempt} on {_e(event.node)} "
+                                       "(the node of the last one was lost)")
+            running[cell.folder] = f"{name} @ {_e(event.node)}" if event.node else name
+            progress.update(task, description=", ".join(running.values()))
+            return
+        assert record is not None  # skipped and finished cells come with their record
+        running.pop(cell.folder, None)
         progress.update(task, description=", ".join(running.values()) or "done")
-        if status == "skipped":
+        if event.kind == "skipped":
             progress.console.print(f"  [dim]skip[/] {name}: finished earlier with the same config")
-        elif status == "interrupted":
+        elif event.status == "interrupted":
             progress.console.print(f"  [yellow]stop[/] {name}: interrupted")
-        elif status == "failed":
-            log = f"{cell.label}/{cell.category}/log.txt"
-            progress.console.print(f"  [red]FAIL[/] {name}: {record['error']} (see {log})")
+        elif event.status == "failed":
+            log = f"{cell.folder}/log.txt"
+            progress.console.print(f"  [red]FAIL[/] {name}: {_e(record['error'])} (see {_e(log)})")
         else:
             m = record["metrics"]
             progress.console.print(
                 f"  [green]ok[/]   {name}: pixel_AUROC {m.get('pixel_AUROC', float('nan')):.3f}  "
                 f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s"
-                + (f" @ {record['node']})" if record.get("node") else ")")
+                + (f" @ {_e(record['node'])})" if record.get("node") else ")")
             )
         progress.advance(task)
 
     try:
         with contextlib.ExitStack() as stack:
+            cluster = None
             if backend == "ray":
-                from adrun import ray_backend
+                from adrun.backends.ray import session
 
-                cluster = stack.enter_context(ray_backend.session(address))
-                console.print(cluster.summary())
-                console.print(f"ray dashboard: {cluster.dashboard_url}" if cluster.dashboard_url
+                # The one session of this sweep: the Ray backend runs on it.
+                cluster = stack.enter_context(session(address))
+                console.print(_e(cluster.summary()))
+                console.print(f"ray dashboard: {_e(cluster.dashboard_url)}" if cluster.dashboard_url
                               else "ray dashboard: none (the head node runs without one)")
+                if cluster.auth_warning:
+                    console.print(f"[yellow]warning[/]: {_e(cluster.auth_warning)}")
             with progress:
                 outcome = sweep.execute(
-                    the_plan, force=force, on_start=on_start, on_end=on_end, fail_fast=fail_fast, jobs=jobs,
-                    backend=backend, address=address,
+                    the_plan, force=force, on_event=on_event, fail_fast=fail_fast, jobs=jobs,
+                    backend=backend, address=address, cluster=cluster,
                 )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
                       "up to date; run the same command again to resume.")
         raise typer.Exit(130) from None
-    _print_table(console, outcome.tables.get("pixel_auroc"), "pixel AUROC", the_plan.exp_dir)
+    _print_summary(console, outcome.tables, the_plan.exp_dir)
     ran = len(outcome.records) + len(outcome.failed)
     console.print(f"{plural(ran, 'cell')} ran in {duration(time.perf_counter() - started)} (wall time)"
                   + (f", {len(outcome.skipped)} finished earlier" if outcome.skipped else ""))
     if outcome.failed:
         console.print(f"[red]{plural(len(outcome.failed), 'cell')} failed:[/]")
         for record in outcome.failed:
-            console.print(f"  {record['label']} / {record['category']}: {record['error']}")
+            console.print(_e(f"  {record['label']} / {record['category']}: {record['error']}"))
         raise typer.Exit(1)
 
 
-def _print_table(console, table, title: str, exp_dir: Path) -> None:
+def _print_summary(console, tables, exp_dir: Path) -> None:
+    """Pixel and image AUROC, then how many records on disk were left out and why."""
+    for name in ("pixel_auroc", "image_auroc"):
+        _print_table(console, tables.get(name), exp_dir)
+    if note := tables.selection.summary():
+        console.print(note, markup=False)
+
+
+def _print_table(console, table, exp_dir: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     if table is None:
         return
-    view = Table(title=f"{title}  ({exp_dir})")
+    console.print(f"[bold]{escape(table.title)}[/]  ({escape(str(exp_dir))})")
+    view = Table()
     view.add_column("category")
-    for column in table.columns:
-        view.add_column(str(column), justify="right")
-    for name, row in table.iterrows():
-        cells = ["–" if v != v else f"{v:.3f}" for v in row]  # NaN != NaN
-        view.add_row(f"[bold]{name}[/]" if name == "mean" else str(name), *cells)
+    for column in table.mean.columns:
+        view.add_column(escape(str(column)), justify="right")
+    for name, row in table.strings().iterrows():
+        view.add_row(f"[bold]{name}[/]" if name == "mean" else escape(str(name)), *row)
     console.print(view)
+    console.print(table.footer(), markup=False)
 
 
 @app.command()
@@ -241,12 +285,18 @@ def sweep(
         str | None, typer.Option("--address", help="With --backend ray: auto (the cluster `ray start` made here, "
                                  "or $RAY_ADDRESS) or HOST:PORT of the head node.")
     ] = None,
+    verify_images: VerifyOption = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another sweep runs on the same experiment folder, wait for it "
+                           "instead of stopping.")
+    ] = False,
 ) -> None:
     """Run every model x category cell of a config.
 
     Writes a record per cell and the experiment's tables.
 
     Cells that finished earlier with the same resolved config are skipped.
+    One sweep at a time per experiment folder: a second one stops (or waits, with --wait).
     With --backend ray every node must see the dataset and the output folder at the same paths
     (docs/many-machines.md).
     """
@@ -256,8 +306,13 @@ def sweep(
     if address is not None and backend is not Backend.ray:
         raise AdrunError("--address: only with --backend ray")
     experiment = cfg.load_experiment(config, _overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke, only=only), force=force, fail_fast=fail_fast, jobs=jobs,
-              backend=backend.value, address=address)
+    with sweep_lib.locked(experiment, smoke=smoke, wait=wait, on_wait=_waiting):
+        the_plan = sweep_lib.plan(experiment, smoke=smoke, only=only, verify_images=verify_images)
+        _run_plan(the_plan, force=force, fail_fast=fail_fast, jobs=jobs, backend=backend.value, address=address)
+
+
+def _waiting(holder: str) -> None:
+    typer.echo(f"waiting for the other sweep on this experiment folder ({holder}) to finish", err=True)
 
 
 @app.command()
@@ -272,6 +327,7 @@ def train(
     output: OutputOption = None,
     sets: SetOption = None,
     smoke: SmokeOption = False,
+    verify_images: VerifyOption = False,
 ) -> None:
     """Fit and test one model on one category.
 
@@ -295,7 +351,8 @@ def train(
     raw.setdefault("data", {})
     raw["data"] = {**(raw["data"] or {}), "categories": [category]}
     experiment = cfg.load_experiment(config, raw=raw, overrides=_overrides(sets, root, output))
-    _run_plan(sweep_lib.plan(experiment, smoke=smoke), force=True)
+    with sweep_lib.locked(experiment, smoke=smoke):
+        _run_plan(sweep_lib.plan(experiment, smoke=smoke, verify_images=verify_images), force=True)
 
 
 @app.command("test")
@@ -360,24 +417,82 @@ def table(
         typer.Option("--compare", metavar="NAME",
                      help="Also compare with a shipped reference: assignment, anomalib, patchcore-paper (repeatable)."),
     ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every record on disk, with the settings that differ as columns.")
+    ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", metavar="OTHER",
+                     help="Compare with another experiment folder, cell by cell: Δ with a bootstrap interval."),
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Bootstrap resamples for --against.")
+    ] = 1000,
 ) -> None:
     """Rebuild an experiment's tables from its records.
 
-    Rewrites metrics.csv, pixel_auroc.{csv,md,png}, image_auroc.{csv,md} and report.html.
+    The tables show the cells of the most recent sweep's plan (plan.json), mean ± std over their seeds.
+    Rewrites metrics.csv, <metric>.{csv,md} per metric, pixel_auroc.png and report.html.
     With --compare NAME: per category and model, ours, the reference and the delta, plus the mean,
     into compare_NAME.md and compare_NAME.csv. Comparisons made earlier are refreshed too.
+    With --all: every record on disk (all_records.{md,csv}), whatever plan it came from.
+    With --against OTHER: this experiment minus OTHER per category, with a 95% bootstrap interval and
+    a verdict, into compare_against_OTHER.{md,csv}.
     """
     from adrun.errors import RunError
     from adrun.tables import write_tables
 
     if not (results / "runs").is_dir():
         raise RunError(f"{results}: no runs/ folder; pass an experiment folder such as results/demo")
+    if against is not None:
+        from adrun import against as against_lib
+
+        against_lib.names(results, against)  # bad input fails before any file is written
+        if not (against / "runs").is_dir():
+            raise RunError(f"--against {against}: no runs/ folder; pass another experiment folder")
     tables = write_tables(results, compare=compare or [])
-    _print_table(_console(), tables["pixel_auroc"], "pixel AUROC", results)
+    console = _console()
+    if show_all:
+        _print_all(console, results)
+    else:
+        _print_summary(console, tables, results)
+        if tables.selection.plan is None:
+            typer.echo(f"no {results / 'plan.json'}: every record is shown (run a sweep to write the plan)")
     for name in compare or []:
         typer.echo("")
         typer.echo((results / f"compare_{name}.md").read_text(encoding="utf-8"), nl=False)
+    if against is not None:
+        from adrun import against as against_lib
+
+        _, md, seconds = against_lib.write(results, against, resamples=resamples)
+        typer.echo("")
+        typer.echo(md.read_text(encoding="utf-8"), nl=False)
+        typer.echo(f"wrote {md} and {md.with_suffix('.csv')} ({seconds:.1f} s of resampling)")
     typer.echo(f"\nwrote {results / 'report.html'}")
+
+
+def _print_all(console, results: Path) -> None:
+    """Every record on disk, with the differing settings; also written to all_records.{md,csv}."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from adrun.records import atomic_write_text
+    from adrun.tables import all_markdown, all_records
+
+    frame = all_records(results)
+    atomic_write_text(results / "all_records.csv", frame.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(results / "all_records.md", all_markdown(frame, results.name))
+    view = Table(title=escape(f"every record  ({results})"),
+                 caption="columns between status and the metrics: the settings that differ")
+    for column in frame.columns:
+        view.add_column(escape(str(column)), justify="right" if frame[column].dtype.kind == "f" else "left")
+    for _, row in frame.iterrows():
+        view.add_row(*(("–" if pd_isna(v) else f"{v:.3f}") if isinstance(v, float) else escape(str(v)) for v in row))
+    console.print(view)
+
+
+def pd_isna(value) -> bool:
+    return value != value  # NaN
 
 
 @app.command()
@@ -420,6 +535,9 @@ def make_data(
     unknown = [c for c in names if c not in synthetic.CATEGORIES]
     if unknown:
         raise AdrunError(f"--categories: unknown {unknown[0]!r}; choose from {', '.join(synthetic.CATEGORIES)}")
+    for option, value, least in (("--image-size", image_size, 32), ("--n-train", n_train, 1), ("--seed", seed, 0)):
+        if value < least:
+            raise AdrunError(f"{option} {value}: must be at least {least}")
     synthetic.make_dataset(out, names, seed=seed, image_size=image_size, n_train=n_train)
     typer.echo(f"wrote {', '.join(names)} to {out}")
 
@@ -460,12 +578,12 @@ def doctor(
                  "yes" if r.ready else "no"] for r in reports]
         _print_rows(title, list(columns), rows)
     else:
-        view = Table(title=title)
+        view = Table(title=_e(title))
         for column in columns:
             view.add_column(column, overflow="fold")
         for r in reports:
             shown = [_mark(r.checks.get(k)) for k in columns[1:-1]]
-            view.add_row(f"{r.label}/{r.category}", *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
+            view.add_row(_e(f"{r.label}/{r.category}"), *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
         console.print(view)
     problems = preflight.problems(reports)
     if problems:
@@ -480,7 +598,7 @@ def _shown(check) -> str:
 def _mark(check) -> str:
     if check is None:
         return "–"
-    return f"[green]{check.detail}[/]" if check.ok else f"[red]{check.detail}[/]"
+    return f"[green]{_e(check.detail)}[/]" if check.ok else f"[red]{_e(check.detail)}[/]"
 
 
 @app.command()
@@ -508,11 +626,11 @@ def fetch(
 
     def on_item(item, status):
         if status == "present":
-            console.print(f"  [dim]have[/] {item.kind} {item.name} ({item.target})")
+            console.print(f"  [dim]have[/] {_e(item.kind)} {_e(item.name)} ({_e(item.target)})")
         elif status == "start":
-            console.print(f"  [bold]get[/]  {item.kind} {item.name} -> {item.target}")
+            console.print(f"  [bold]get[/]  {_e(item.kind)} {_e(item.name)} -> {_e(item.target)}")
         else:
-            console.print(f"  [green]ok[/]   {item.kind} {item.name}")
+            console.print(f"  [green]ok[/]   {_e(item.kind)} {_e(item.name)}")
 
     todo = fetch_lib.fetch(experiment, with_data=with_data, on_item=on_item)
     console.print(f"{plural(len(todo), 'item')} in place; copy the caches to the offline machine (docs/offline.md)")

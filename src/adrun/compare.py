@@ -22,11 +22,15 @@ from pathlib import Path
 import pandas as pd
 
 from adrun.errors import CompareError
+from adrun.markdown import md_escape
 from adrun.records import atomic_write_text
 from adrun.wording import plural
 
 METRICS = ("pixel_AUROC", "image_AUROC", "pixel_F1Score", "image_F1Score")
-COLUMNS = ["metric", "model", "category", "ours", "reference", "delta", "reference_model", "note"]
+COLUMNS = ["metric", "model", "category", "ours", "reference", "delta", "reference_model", "note",
+           "ours_std", "n", "spread"]
+# A Δ is "within" the seed spread when |Δ| <= SPREAD x the std over our seeds (n >= 2).
+SPREAD = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,14 +91,18 @@ def _entries(records: list[dict]) -> list[tuple[str, str, dict]]:
 
 
 def compare(records: list[dict], ref: Reference) -> pd.DataFrame:
-    """Long table: one row per metric x model label x category (then ``mean``)."""
+    """Long table: one row per metric x model label x category (then ``mean``).
+
+    ``ours`` is the mean over the cell's seeds, ``ours_std`` their std and ``n`` their number;
+    with two seeds or more, ``spread`` says whether Δ is within ``SPREAD`` x that std.
+    """
     categories = list(dict.fromkeys(r["category"] for r in records))
-    ours = {
-        (r["label"], r["category"], m): float(v)
-        for r in records
-        if r.get("status") == "success"
-        for m, v in r.get("metrics", {}).items()
-    }
+    ours: dict[tuple[str, str, str], dict] = {}
+    for r in records:
+        if r.get("status") != "success":
+            continue
+        for m, v in (r.get("metrics") or {}).items():
+            ours.setdefault((r["label"], r["category"], m), {})[r.get("seed")] = float(v)
     metrics = [m for m in METRICS if m in set(ref.rows.metric)]
     rows = []
     for metric in metrics:
@@ -119,23 +127,39 @@ def compare(records: list[dict], ref: Reference) -> pd.DataFrame:
                     pairs.append((mine, reference))
                 rows.append(_row(metric, label, category, mine, reference, name, note))
             if pairs:
-                mean_ours = sum(p[0] for p in pairs) / len(pairs)
                 mean_ref = sum(p[1] for p in pairs) / len(pairs)
                 note = f"over the {plural(len(pairs), 'category', 'categories')} with both values"
-                rows.append(_row(metric, label, "mean", mean_ours, mean_ref, name, note))
+                rows.append(_row(metric, label, "mean", _mean_of(pairs), mean_ref, name, note))
             else:
                 rows.append(_row(metric, label, "mean", None, None, name, "no category with both values"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _mean_of(pairs: list[tuple[dict, float]]) -> dict | float:
+    """The mean over categories: per seed when every category has the same seeds (so a spread exists)."""
+    seed_sets = [set(mine) for mine, _ in pairs]
+    if all(s == seed_sets[0] for s in seed_sets):
+        return {seed: sum(mine[seed] for mine, _ in pairs) / len(pairs) for seed in seed_sets[0]}
+    return sum(sum(mine.values()) / len(mine) for mine, _ in pairs) / len(pairs)
+
+
 def _row(metric, label, category, ours, reference, reference_model, note) -> dict:
-    both = ours is not None and reference is not None
+    by_seed = ours if isinstance(ours, dict) else ({None: ours} if ours is not None else {})
+    values = pd.Series(list(by_seed.values()), dtype=float)
+    mean = values.mean() if len(values) else math.nan
+    std = values.std(ddof=1) if len(values) >= 2 else math.nan
+    both = len(values) and reference is not None
+    delta = mean - reference if both else math.nan
+    spread = ""
+    if both and not math.isnan(std):
+        spread = "within" if abs(delta) <= SPREAD * std else "outside"
     return {
         "metric": metric, "model": label, "category": category,
-        "ours": math.nan if ours is None else ours,
+        "ours": mean,
         "reference": math.nan if reference is None else reference,
-        "delta": ours - reference if both else math.nan,
+        "delta": delta,
         "reference_model": reference_model, "note": note,
+        "ours_std": std, "n": len(values), "spread": spread,
     }
 
 
@@ -160,13 +184,20 @@ def wide(table: pd.DataFrame, metric: str, name: str) -> pd.DataFrame:
     for i, label in enumerate(labels):
         rows = part[part.model == label].set_index("category")
         # Column names must be unique; the displayed header drops the suffix.
-        out[label] = [_number(rows.loc[c, "ours"]) for c in categories]
+        out[label] = [_number(rows.loc[c, "ours"]) + _spread_text(rows.loc[c, "ours_std"]) for c in categories]
         out[f"{name}\u200b{i}"] = [
             f"not in {name}" if rows.loc[c, "note"].startswith("not in") else _number(rows.loc[c, "reference"])
             for c in categories
         ]
-        out[f"Δ\u200b{i}"] = [_number(rows.loc[c, "delta"], sign=True) for c in categories]
+        out[f"Δ\u200b{i}"] = [
+            _number(rows.loc[c, "delta"], sign=True) + (f" ({rows.loc[c, 'spread']})" if rows.loc[c, "spread"] else "")
+            for c in categories
+        ]
     return out
+
+
+def _spread_text(std: float) -> str:
+    return "" if pd.isna(std) else f" ± {std:.3f}"
 
 
 def header(column: str) -> str:
@@ -187,10 +218,14 @@ def notes(table: pd.DataFrame, metric: str, name: str) -> list[str]:
         missing = rows[rows.note.str.startswith("not in")]
         if len(missing):
             out.append(f"{label}: {name} has no {', '.join(missing.category)}")
+    if (part.spread != "").any():
+        out.append(f"ours: mean ± std over our seeds; Δ is within the seed spread when |Δ| ≤ {SPREAD:g} × that std, "
+                   "outside otherwise")
     return out
 
 
 def to_markdown(table: pd.DataFrame, ref: Reference, synthetic: bool = False) -> str:
+
     lines = [f"# Compared with `{ref.name}`", ""]
     lines += [f"> {line}" if line else ">" for line in ref.source]
     if synthetic:
@@ -200,13 +235,13 @@ def to_markdown(table: pd.DataFrame, ref: Reference, synthetic: bool = False) ->
         view = wide(table, metric, ref.name)
         lines += ["", f"## {metric}", ""]
         if len(view.columns):
-            lines.append("| " + " | ".join(["category", *map(header, view.columns)]) + " |")
+            lines.append("| " + " | ".join(["category", *(md_escape(header(c)) for c in view.columns)]) + " |")
             lines.append("|" + "|".join(["---"] + ["---:"] * len(view.columns)) + "|")
             for category, row in view.iterrows():
-                label = f"**{category}**" if category == "mean" else str(category)
+                label = f"**{category}**" if category == "mean" else md_escape(category)
                 lines.append("| " + " | ".join([label, *row]) + " |")
             lines.append("")
-        lines += [f"- {note}" for note in notes(table, metric, ref.name)]
+        lines += [f"- {md_escape(note)}" for note in notes(table, metric, ref.name)]
         lines.append("- mean: over the categories that have both values")
     return "\n".join(lines) + "\n"
 

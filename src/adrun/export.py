@@ -39,16 +39,16 @@ def input_size(cell) -> int:
     return cell.model.image_size or 256
 
 
-def load_weights(model, ckpt: Path) -> None:
+def load_weights(model, ckpt: Path, model_name: str) -> None:
     """The checkpoint's state into adrun's own build of the model, as Lightning's test does.
 
     Not ``Engine.export(ckpt_path=...)``: that rebuilds the model from the saved
     hyperparameters, which for a pretrained backbone means fetching its weights again.
+    Read with the weights-only unpickler (``run.read_checkpoint``): nothing in the file runs.
     """
-    import torch
+    from adrun.run import read_checkpoint
 
-    # Our own checkpoint; Lightning's hold more than tensors (hyperparameters, callbacks).
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt, model_name)
     model.on_load_checkpoint(state)
     model.load_state_dict(state["state_dict"])
     model.eval()
@@ -68,7 +68,7 @@ def export_run(run: Path, fmt: str, out: Path | None = None) -> Path:
         from adrun import registry
 
         model = registry.build_model(cell, exp_dir_of(run))
-        load_weights(model, ckpt)
+        load_weights(model, ckpt, cell.model.name)
         engine = registry.build_engine(cell, Path(tmp) / "anomalib")
         size = input_size(cell)
         path = engine.export(

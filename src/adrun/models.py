@@ -16,7 +16,38 @@ from anomalib.models import EfficientAd, Patchcore
 logger = logging.getLogger(__name__)
 
 
-class AdrunPatchcore(Patchcore):
+class MetricsFromConfig:
+    """The Evaluator comes from the config (``metrics:``), never from a checkpoint.
+
+    anomalib's AUPRO keeps ``fpr_limit`` as a buffer, so its checkpoints carry evaluator
+    state (in the model's state dict and again as the Evaluator callback's state), and
+    loading one into a model asked for other metrics fails on the keys. adrun saves none
+    and, on load, keeps the evaluator it was built with, so checkpoints from before adrun
+    asked for AUPRO load too.
+    """
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        _drop_evaluator(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        _drop_evaluator(checkpoint)
+        evaluator = self.evaluator  # type: ignore[attr-defined]
+        if evaluator is not None:
+            checkpoint["state_dict"].update({f"evaluator.{k}": v for k, v in evaluator.state_dict().items()})
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
+def _drop_evaluator(checkpoint: dict) -> None:
+    state = checkpoint.get("state_dict", {})
+    checkpoint["state_dict"] = type(state)((k, v) for k, v in state.items() if not k.startswith("evaluator."))
+    # The Evaluator is a callback too; Lightning keys callback state by class name.
+    callbacks = checkpoint.get("callbacks") or {}
+    for key in [k for k in callbacks if str(k).startswith("Evaluator")]:
+        del callbacks[key]
+
+
+class AdrunPatchcore(MetricsFromConfig, Patchcore):
     """Patchcore whose coreset step is chosen by ``coreset`` and whose backbone may come from a file.
 
     ``coreset="fast"`` uses adrun's exact k-center-greedy (same picks as anomalib's,
@@ -49,7 +80,7 @@ class AdrunPatchcore(Patchcore):
         model.memory_bank = sample_coreset(model.memory_bank, self.coreset_sampling_ratio, method=self.coreset)
 
 
-class AdrunEfficientAd(EfficientAd):
+class AdrunEfficientAd(MetricsFromConfig, EfficientAd):
     """EfficientAd whose teacher comes from ``teacher``.
 
     - ``"auto"``: anomalib's cache, downloading into it when missing (stock behaviour).

@@ -257,15 +257,23 @@ def _imagenette(model: EfficientAdConfig, label: str, source: str | None) -> Che
 
 
 def _dataset(cell: Cell, root: Path) -> Check:
-    if cell.data.format == "synthetic" and not (root / cell.category).is_dir():
-        return Check(True, "synthetic (made at run time)")
+    if cell.data.format == "synthetic":
+        from adrun import synthetic
+
+        refused = synthetic.refusal(root)
+        if refused:
+            return Check(False, "not adrun's", (refused,))
+        if not (root / cell.category).is_dir():
+            return Check(True, "synthetic (made at run time)")
     problems = data.layout_problems(root, cell.category, cell.data)
-    return Check(not problems, "missing" if problems else "found", tuple(problems))
+    state = "found" if not problems else "problems" if (root / cell.category).is_dir() else "missing"
+    return Check(not problems, state, tuple(problems))
 
 
 def check_cells(cells: list[Cell], root: Path, source: str | None = None) -> list[CellReport]:
     """Every check for every cell. Model checks run once per model entry, not per category."""
     by_label: dict[str, dict[str, Check]] = {}
+    by_category: dict[str, Check] = {}  # every cell shares data settings: read each category once
     reports = []
     for cell in cells:
         model = cell.model
@@ -275,7 +283,9 @@ def check_cells(cells: list[Cell], root: Path, source: str | None = None) -> lis
             else:
                 by_label[cell.label] = {"teacher": _teacher(model, cell.label, source),
                                         "imagenette": _imagenette(model, cell.label, source)}
-        checks = {"dataset": _dataset(cell, root), **by_label[cell.label]}
+        if cell.category not in by_category:
+            by_category[cell.category] = _dataset(cell, root)
+        checks = {"dataset": by_category[cell.category], **by_label[cell.label]}
         reports.append(CellReport(cell.label, cell.category, model.name, checks))
     return reports
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from adrun import __version__
+from adrun.errors import RunError
+from adrun.markdown import metric_title
 from adrun.records import atomic_write_text, now, run_dir
 from adrun.wording import plural
 
@@ -70,16 +72,21 @@ def _number(value) -> str:
     return "–" if pd.isna(value) else f"{float(value):.3f}"
 
 
-def metric_table(table: pd.DataFrame, caption: str) -> str:
-    """A wide table (categories then mean x model labels) as HTML."""
-    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+def metric_table(table, caption: str) -> str:
+    """A metric table (categories then mean x model labels) as HTML: "0.961 ± 0.004" where seeds spread.
+
+    ``table`` is a ``tables.MetricTable`` or a plain wide DataFrame of numbers.
+    """
+    strings = table.map(_number) if isinstance(table, pd.DataFrame) else table.strings()
+    head = "".join(f"<th>{esc(c)}</th>" for c in strings.columns)
     rows = []
-    for name, row in table.iterrows():
+    for name, row in strings.iterrows():
         cls = ' class="mean"' if name == "mean" else ""
-        cells = "".join(f'<td class="num">{_number(v)}</td>' for v in row)
+        cells = "".join(f'<td class="num">{esc(v)}</td>' for v in row)
         rows.append(f"<tr{cls}><th>{esc(name)}</th>{cells}</tr>")
+    foot = "" if isinstance(table, pd.DataFrame) else f'<p class="meta">{esc(table.footer())}</p>'
     return (f"<table><caption>{esc(caption)}</caption><thead><tr><th>category</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(rows)}</tbody></table>{foot}")
 
 
 def comparison_section(name: str, table: pd.DataFrame) -> str:
@@ -121,22 +128,42 @@ def _flat(value, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def anchor(record: dict) -> str:
-    return f"cell-{record['label']}-{record['category']}"
+    return f"cell-{record['label']}-{record['category']}-seed-{record.get('seed')}"
+
+
+def _inside_run(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it stays inside the run folder, else None (never follow a path out)."""
+    try:
+        target = (folder / name).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return target if folder.resolve() in target.parents else None
 
 
 def cell_section(exp_dir: Path, record: dict) -> str:
     label, category = record["label"], record["category"]
-    folder = run_dir(exp_dir, label, category)
+    where = record.get("folder") or "runs/?"
+    try:
+        folder = run_dir(exp_dir, where)
+    except RunError:
+        folder = None
     status = record.get("status", "?")
+    seed = record.get("seed")
     parts = [f'<div class="cell" id="{esc(anchor(record))}"><h3>{esc(label)} / {esc(category)} '
+             f'<span class="meta">seed {esc(seed)}</span> '
              f'<span class="status-{esc(status)}">({esc(status)})</span></h3>']
     if record.get("error"):
-        parts.append(f'<p class="error">{esc(record["error"])} (see runs/{esc(label)}/{esc(category)}/log.txt)</p>')
+        parts.append(f'<p class="error">{esc(record["error"])} (see {esc(where)}/log.txt)</p>')
     metrics = record.get("metrics") or {}
     if metrics:
         parts.append(_kv([(k, f"{v:.4f}") for k, v in metrics.items()]))
-    if record.get("samples"):
-        parts.append(image_tag(folder / record["samples"], f"sample grid {label} / {category}", photo=True))
+    samples = record.get("samples")
+    if samples:
+        path = _inside_run(folder, str(samples)) if folder is not None else None
+        if path is None:
+            parts.append(f'<p class="error">sample grid {esc(samples)} lies outside the run folder; not shown</p>')
+        else:
+            parts.append(image_tag(path, f"sample grid {label} / {category}", photo=True))
     elif status == "success":
         why = record.get("samples_error") or "made before adrun drew sample grids; run `adrun test` on the cell"
         parts.append(f'<p class="error">no sample grid: {esc(why)}</p>')
@@ -158,30 +185,33 @@ def cell_section(exp_dir: Path, record: dict) -> str:
     return "\n".join(parts)
 
 
-def render(exp_dir: Path, records: list[dict], tables: dict[str, pd.DataFrame]) -> str:
+def render(exp_dir: Path, tables) -> str:
+    """The page for a refresh's ``tables.Tables``: its metric tables, comparisons and shown records."""
     exp_dir = Path(exp_dir)
-    name = records[0].get("config", {}).get("experiment", exp_dir.name) if records else exp_dir.name
+    selection = tables.selection
+    records = selection.records
+    name = selection.experiment or exp_dir.name
     counts = pd.Series([r.get("status", "?") for r in records]).value_counts().to_dict() if records else {}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no cells yet"
     body = [f"<h1>{esc(name)}</h1>",
             f'<p class="meta">{esc(exp_dir)} · {plural(len(records), "cell")} ({esc(summary)}) · '
             f"written {esc(now())} by adrun {esc(__version__)}</p>"]
+    if selection.left_out:
+        body.append(f'<p class="meta">{esc(selection.summary())}</p>')
     if any(r.get("config", {}).get("data", {}).get("format") == "synthetic" for r in records):
         body.append('<p class="meta">Synthetic data: the numbers check the pipeline, they say nothing '
                     "about MVTec AD.</p>")
     body.append("<h2>Tables</h2>")
-    if "pixel_auroc" in tables:
-        body.append(metric_table(tables["pixel_auroc"], "pixel AUROC"))
-    body.append(image_tag(exp_dir / "pixel_auroc.png", "pixel AUROC heatmap"))
-    if "image_auroc" in tables:
-        body.append(metric_table(tables["image_auroc"], "image AUROC"))
-    comparisons = {k.removeprefix("compare_"): v for k, v in tables.items() if k.startswith("compare_")}
-    if comparisons:
+    for stem, table in tables.metrics.items():
+        body.append(metric_table(table, metric_title(table.metric)))
+        if stem == "pixel_auroc":
+            body.append(image_tag(exp_dir / "pixel_auroc.png", "pixel AUROC heatmap"))
+    if tables.comparisons:
         body.append("<h2>Comparisons</h2>")
-        body += [comparison_section(n, t) for n, t in comparisons.items()]
+        body += [comparison_section(n, t) for n, t in tables.comparisons.items()]
     body.append("<h2>Cells</h2>")
     body.append("<ul>" + "".join(
-        f'<li><a href="#{esc(anchor(r))}">{esc(r["label"])} / {esc(r["category"])}</a>'
+        f'<li><a href="#{esc(anchor(r))}">{esc(r["label"])} / {esc(r["category"])} / seed {esc(r.get("seed"))}</a>'
         f" ({esc(r.get('status'))})</li>" for r in records) + "</ul>")
     body += [cell_section(exp_dir, r) for r in records]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -192,7 +222,7 @@ def render(exp_dir: Path, records: list[dict], tables: dict[str, pd.DataFrame]) 
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(exp_dir: Path, records: list[dict], tables: dict[str, pd.DataFrame]) -> Path:
+def write_report(exp_dir: Path, tables) -> Path:
     path = Path(exp_dir) / REPORT
-    atomic_write_text(path, render(exp_dir, records, tables))
+    atomic_write_text(path, render(exp_dir, tables))
     return path

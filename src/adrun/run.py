@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import re
 import time
 import traceback
 import warnings
@@ -20,15 +22,15 @@ from typing import Any
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
 from adrun.preflight import IMAGE_SUFFIXES, sources
-from adrun.records import atomic_write, now, read_record, versions, write_record
+from adrun.records import RECORD, atomic_write, now, read_record, run_dir, versions, write_record
 
 CHECKPOINT = "model.ckpt"
 LOG = "log.txt"
-METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
     "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
     "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
+    "mlflow",
 )
 
 
@@ -69,6 +71,7 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
     return {
         "status": "running",
         "label": cell.label,
+        "folder": cell.folder,
         "model": cell.model.name,
         "category": cell.category,
         "index": cell.index,
@@ -81,11 +84,16 @@ def base_record(cell: Cell, root: Path) -> dict[str, Any]:
         "weights": sources(cell.model),
         "versions": versions(),
         "metrics": {},
+        "metric_settings": {},
         "seconds": {},
+        "timing": {},
         "checkpoint": None,
         "error": None,
         "started_at": now(),
         "finished_at": None,
+        # Where it ran: the process, and the GPUs it could see (set per worker by --jobs, by Ray per task).
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
@@ -94,42 +102,143 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _metrics(results: list[dict]) -> dict[str, float]:
+def _metrics(results: list[dict], cell: Cell) -> dict[str, float]:
+    """The values anomalib's Evaluator computed for the cell's ``metrics:``, in config order."""
     merged: dict[str, float] = {}
     for result in results or []:
-        merged.update({k: float(v) for k, v in result.items() if k in METRICS})
-    return merged
+        merged.update({k: float(v) for k, v in result.items()})
+    return {m.name: merged[m.name] for m in cell.metrics if m.name in merged}
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path):
+def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
+    # AUPRO's formula changed within anomalib's history (PR #3115): a value is only
+    # comparable with the class, settings and anomalib version it was computed with.
+    from adrun import registry
+
+    anomalib = versions()["anomalib"]
+    return {m.name: {**registry.metric_settings(m), "anomalib": anomalib} for m in cell.metrics}
+
+
+def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, *, track: bool = False,
+           devices: int | None = None, callbacks: list | tuple = ()):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
     model = registry.build_model(cell, exp_dir)
-    engine = registry.build_engine(cell, folder / "anomalib")
+    logger = registry.build_logger(cell, exp_dir) if track else False
+    engine = registry.build_engine(cell, folder / "anomalib", logger=logger, devices=devices, callbacks=callbacks)
     return datamodule, model, engine
 
 
+class PeakMemory:
+    """Peak resident memory of this process over a block, and peak CUDA memory when CUDA is in use.
+
+    Linux lets a process reset its own peak RSS (``/proc/self/clear_refs``), so the figure
+    is the cell's own even when one process runs many cells; elsewhere it is the process's
+    peak so far (``peak_rss_scope: process``).
+    """
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.scope = "cell"
+        except OSError:
+            self.scope = "process"
+        self._cuda = _cuda_in_use()
+        if self._cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"peak_rss_mb": round(_peak_rss_bytes() / 2**20, 1), "peak_rss_scope": self.scope}
+        if self._cuda or _cuda_in_use():
+            import torch
+
+            out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+
+def _cuda_in_use() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def timing(fit_s: float, test_s: float, n_test: int, memory: dict[str, Any]) -> dict[str, Any]:
+    """The record's cost figures. Test time is engine.test() wall time: loading, scoring, metrics."""
+    return {
+        "fit_s": round(fit_s, 3),
+        "test_s": round(test_s, 3),
+        "test_images": n_test,
+        # Four significant digits: images/s spans 0.1 (EfficientAd on a busy CPU) to 1000s (GPU).
+        "test_ms_per_image": float(f"{1000 * test_s / n_test:.4g}") if n_test else None,
+        "images_per_s": float(f"{n_test / test_s:.4g}") if n_test and test_s > 0 else None,
+        **memory,
+    }
+
+
+def _n_test(datamodule) -> int:
+    try:
+        return len(datamodule.test_data)
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _track_timing(engine, cost: dict[str, Any]) -> None:
+    """Hand the cost figures to the cell's logger too, then close its run."""
+    logger = engine.trainer.logger
+    if logger is None:
+        return
+    logger.log_metrics({f"timing/{k}": float(v) for k, v in cost.items() if isinstance(v, int | float)})
+    logger.finalize("success")
+
+
 def run_cell(
-    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record
+    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Fit and test one cell; write and return its record. Failures are recorded, then re-raised.
 
     ``sink(folder, record)`` receives the record when the cell starts and when it ends. By
     default it writes ``record.json``; a Ray task passes one that keeps the record in memory,
-    because there only the driver writes records.
+    because there only the driver writes records. ``devices`` overrides ``trainer.devices``
+    for this run only (not the record's config or key): a backend that pinned one GPU for
+    the process passes 1.
     """
-    folder = Path(exp_dir) / "runs" / cell.label / cell.category
+    folder = run_dir(exp_dir, cell.folder)  # refused if it would land outside exp_dir
     record = base_record(cell, root)
     sink(folder, record)
     # Everything after the "running" record sits inside the try, so a Ctrl-C at any
     # point (even while anomalib is still importing) ends as an "interrupted" record.
     try:
-        with cell_log(folder):
+        with cell_log(folder), PeakMemory() as memory:
             from lightning.pytorch import seed_everything
 
+            from adrun.per_image import TestScores
+
             seed_everything(cell.seed, workers=True, verbose=False)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder)
+            scores = TestScores(root)
+            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True, devices=devices,
+                                               callbacks=[scores])
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
@@ -137,12 +246,18 @@ def run_cell(
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
+            test_scores = scores.write(folder)
             grid = sample_grid(engine, model, datamodule, cell, folder)
+            cost = timing(fit_s, test_s, _n_test(datamodule), memory.result())
+            _track_timing(engine, cost)
         record.update(
             status="success",
-            metrics=_metrics(results),
+            metrics=_metrics(results, cell),
+            metric_settings=_metric_settings(cell),
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
+            timing=cost,
             checkpoint=CHECKPOINT,
+            test_scores=test_scores,
         )
         note_samples(record, grid)
     except (KeyboardInterrupt, SystemExit):
@@ -202,12 +317,52 @@ def _log_traceback(folder: Path) -> None:
         pass
 
 
+def read_checkpoint(ckpt: Path, model_name: str) -> dict[str, Any]:
+    """A checkpoint's contents through torch's weights-only unpickler; never runs code from the file.
+
+    Only tensors, plain containers and the few types anomalib's checkpoints hold (its
+    allow-list, plus the model's own) are rebuilt; a file holding anything else, or a
+    truncated one, is one ``RunError`` line. Memory-mapped, so checking a large
+    checkpoint reads little of it.
+    """
+    import pickle
+
+    import torch
+
+    with warnings.catch_warnings():  # import-time deprecations of anomalib's internals
+        warnings.simplefilter("ignore")
+        from adrun.registry import safe_globals
+
+    fix = "rerun the cell to write a new one (adrun sweep CONFIG --force --only LABEL/CATEGORY)"
+    try:
+        with safe_globals(model_name), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4": Lightning's files, fine
+            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it asks for {found.group(1)}" if found else "it holds more than tensors and settings"
+        raise RunError(f"{ckpt}: refused: {what}, and adrun never unpickles code from a file; {fix}") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        reason = ("not a torch checkpoint (zip format)" if "mmap can only be used" in text
+                  else "truncated or corrupt (" + text.split(". ")[0].strip() + ")")
+        raise RunError(f"{ckpt}: {reason}; {fix}") from None
+    except (EOFError, OSError, ValueError) as exc:
+        raise RunError(f"{ckpt}: unreadable ({one_line(exc)}); {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise RunError(f"{ckpt}: not a Lightning checkpoint (no state_dict); {fix}")
+    return state
+
+
 def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
     record = read_record(run)
     ckpt = run / (record.get("checkpoint") or CHECKPOINT)
     if record.get("status") != "success" or not ckpt.is_file():
         raise RunError(f"{run}: no checkpoint from a successful fit; run `adrun train` or `adrun sweep` first")
     cell = Cell.model_validate(record["config"])
+    # Checked here, before anomalib loads it again through Lightning: the same one-line
+    # refusal for test, predict and export, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+    read_checkpoint(ckpt, cell.model.name)
     if cell.model.name == "patchcore":
         # The checkpoint holds the backbone's weights: build it untrained, so test and
         # predict never reach for the hub or for the original weights file.
@@ -216,8 +371,20 @@ def _load(run: Path) -> tuple[dict[str, Any], Cell, Path]:
 
 
 def exp_dir_of(run: Path) -> Path:
-    # <exp>/runs/<label>/<category>
-    return run.parent.parent.parent
+    """The experiment folder of a run folder, by the record's own ``folder`` (else the folder above ``runs``)."""
+    import json
+
+    run = Path(run).absolute()
+    try:
+        folder = Path(json.loads((run / RECORD).read_text(encoding="utf-8"))["folder"])
+        if len(folder.parts) <= len(run.parts) and Path(*run.parts[-len(folder.parts):]) == folder:
+            return run.parents[len(folder.parts) - 1]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for parent in run.parents:
+        if parent.name == "runs":
+            return parent.parent
+    raise RunError(f"{run}: not inside an experiment's runs/ folder; pass <exp>/runs/<label>/<category>/seed-<N>")
 
 
 def test_run(run: Path) -> dict[str, Any]:
@@ -226,13 +393,23 @@ def test_run(run: Path) -> dict[str, Any]:
     record, cell, ckpt = _load(run)
     root = Path(record["data_root"])
     with cell_log(run):
-        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run)
+        from adrun.per_image import TestScores
+
+        scores = TestScores(root)
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, callbacks=[scores])
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
+        record["test_scores"] = scores.write(run)
         grid = sample_grid(engine, model, datamodule, cell, run)
-    record["metrics"] = _metrics(results)
+        n_test = _n_test(datamodule)
+    record["metrics"] = _metrics(results, cell)
+    record["metric_settings"] = _metric_settings(cell)
     record["seconds"]["test"] = round(test_s, 3)
+    # The fit's figures (fit_s, peak memory) stay; the test figures are this test's.
+    fresh = timing(0.0, test_s, n_test, {})
+    record["timing"] = {**record.get("timing", {}), **{k: fresh[k] for k in ("test_s", "test_images",
+                                                                            "test_ms_per_image", "images_per_s")}}
     note_samples(record, grid)
     record["tested_at"] = now()
     write_record(run, record)
@@ -252,38 +429,23 @@ class Predictions:
 
 
 def predict_inputs(source: Path) -> list[Path]:
-    """The images ``predict`` will score, as anomalib's PredictDataset finds them; one line for each bad one."""
-    from PIL import Image
-
-    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    """The images ``predict`` will score, as anomalib's PredictDataset finds them; one line for a bad one."""
     if not source.exists():
         raise AdrunError(f"{source}: no such image or folder; pass a path to an image or a folder of images")
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise AdrunError(f"{source}: no images here ({suffixes}); pass a folder that holds images")
-    elif source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise AdrunError(f"{source}: not an image file ({suffixes}); pass an image or a folder of images")
-    else:
-        files = [source]
-    for path in files:
-        if path.stat().st_size == 0:
-            raise AdrunError(f"{path}: empty file (0 bytes); replace it with the image or remove it")
-        try:
-            with Image.open(path) as image:
-                image.verify()  # the whole file is read and checked, nothing decoded into memory
-        except Exception as exc:
-            raise AdrunError(f"{path}: not a readable image ({one_line(exc)}); replace it or remove it") from None
-    return files
+    if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
+        raise AdrunError(f"{source}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if source.is_file() and source.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AdrunError(f"{source}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}); pass an image or "
+                         "a folder of images")
+    from adrun.data import unreadable
 
-
-def _relative(path: Path, source: Path) -> Path:
-    """``path`` relative to the input folder, so test/good/000.png and test/hole/000.png stay apart."""
-    base = source.resolve() if source.is_dir() else source.resolve().parent
-    try:
-        return Path(path).resolve().relative_to(base)
-    except ValueError:
-        return Path(Path(path).name)
+    images = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    bad = [(p, why) for p in images if (why := unreadable(p))]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise AdrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}; replace or remove it")
+    return images
 
 
 def predict(run: Path, source: Path, out: Path | None = None, threshold: float | None = None,
@@ -323,18 +485,23 @@ def predict(run: Path, source: Path, out: Path | None = None, threshold: float |
     for batch in batches or []:
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
-            rel = _relative(Path(path), source)
-            overlay = rel.parent / f"{rel.stem}_anomaly.png"
-            write_overlay(Path(path), batch.anomaly_map[i], out / overlay)
+            # Mirror the input's folders: test/good/000.png and test/hole/000.png must not
+            # share one 000_anomaly.png (nor point two rows of scores.csv at it).
+            image = Path(path)
+            rel = image.relative_to(source) if source.is_dir() and image.is_relative_to(source) else Path(image.name)
+            overlay = out / rel.parent / f"{rel.stem}_anomaly.png"
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            write_overlay(image, batch.anomaly_map[i], overlay)
             row = {"path": str(path), "image_score": score,
-                   "pred_label": None if image_t is None else score > image_t, "overlay": str(overlay)}
+                   "pred_label": None if image_t is None else score > image_t,
+                   "overlay": overlay.relative_to(out).as_posix()}
             if masks:
-                mask = rel.parent / f"{rel.stem}_mask.png"
+                mask = out / rel.parent / f"{rel.stem}_mask.png"
                 amap = batch.anomaly_map[i].detach().float().cpu()
                 # Without any threshold there is no mask to draw: an all-black one would claim "normal".
                 if pixel_t is not None:
-                    write_mask(Path(path), amap > pixel_t, out / mask)
-                row["mask"] = str(mask) if pixel_t is not None else ""
+                    write_mask(image, amap > pixel_t, mask)
+                row["mask"] = mask.relative_to(out).as_posix() if pixel_t is not None else ""
             rows.append(row)
     import pandas as pd
 

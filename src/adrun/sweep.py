@@ -2,34 +2,38 @@
 
 A cell whose record says ``success`` with the same key (a hash of its resolved
 config and adrun's version) is skipped; any other record means it runs again.
-A failing cell is recorded and the sweep goes on. The first Ctrl-C stops the
-current cell (recorded ``interrupted``) and leaves the tables valid; a second one
-exits at once. Every file is written atomically, so either way all files are whole.
-With ``jobs > 1`` each cell runs in its own process (``adrun.worker``); with
-``backend="ray"`` each cell is a Ray task on a cluster (``adrun.ray_backend``).
+A failing cell is recorded and the sweep goes on; an error every later cell would
+hit too (a full disk) stops it (``adrun.errors.aborts_sweep``). The first Ctrl-C
+stops the running cells (recorded ``interrupted``) and leaves the tables valid; a
+second one exits at once. Every file is written atomically, so either way all files
+are whole. Where the cells run is a backend (``adrun.backends``): in this process,
+in ``jobs`` worker processes, or as Ray tasks on a cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adrun import data, preflight
+from adrun.backends import Backend, Event
 from adrun.config import Cell, Experiment, expand, experiment_dir
 from adrun.errors import AdrunError, ConfigError, DataError
-from adrun.records import RECORD, run_dir
+from adrun.records import RECORD, now, run_dir, write_plan
+
+if TYPE_CHECKING:
+    from adrun.backends.ray import Cluster
 
 BACKENDS = ("local", "ray")
+LOCK = ".adrun.lock"
 
 
 @dataclass
@@ -37,8 +41,13 @@ class Plan:
     experiment: Experiment
     exp_dir: Path
     root: Path
-    cells: list[Cell]
+    cells: list[Cell]  # the cells to run now (after --only)
     smoke: bool = False
+    planned: list[Cell] | None = None  # every cell of the config: what the tables show
+
+    def __post_init__(self):
+        if self.planned is None:
+            self.planned = list(self.cells)
 
 
 @dataclass
@@ -50,17 +59,24 @@ class Outcome:
     tables: dict = field(default_factory=dict)
 
 
-def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None) -> Plan:
-    """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs."""
+def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None,
+         verify_images: bool = False) -> Plan:
+    """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs.
+
+    ``verify_images`` decodes every image in full; by default only their headers are read.
+    """
     exp_dir = experiment_dir(experiment, smoke)
+    _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
     try:
-        root, categories = data.prepare(experiment, exp_dir)
+        root, categories = data.prepare(experiment, exp_dir, verify_images)
     except DataError as exc:
         # The weights, teacher and imagenette may be missing too: name them in the same
         # round, as doctor does, rather than one problem per attempt.
         raise DataError("\n".join(_with_model_problems(experiment, str(exc), smoke, only))) from None
-    _check_output(exp_dir, root)
-    cells = select(expand(experiment, categories, smoke=smoke), only)
+    cells = planned = expand(experiment, categories, smoke=smoke)
+    for cell in cells:
+        run_dir(exp_dir, cell.folder)  # every folder is checked before anything is written
+    cells = select(cells, only)
     for cell in cells:
         if cell.model.name == "efficient_ad" and cell.train_batch_size != 1:
             raise ConfigError(
@@ -68,7 +84,7 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
                 "set train_batch_size: 1 on that model entry"
             )
     preflight.require(experiment, cells, root)
-    return Plan(experiment, exp_dir, root, cells, smoke)
+    return Plan(experiment, exp_dir, root, cells, smoke, planned)
 
 
 def matches(cell: Cell, pattern: str) -> bool:
@@ -118,10 +134,59 @@ def _check_output(exp_dir: Path, root: Path) -> None:
     exp, data_root = exp_dir.resolve(), root.resolve()
     if exp == data_root or data_root in exp.parents:
         raise ConfigError(f"output {exp_dir} is inside the dataset root {root}; set output: to a folder outside it")
+    for folder in (exp_dir, *exp_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"output {exp_dir}: {folder} is a file, not a folder; set output: (or --output) "
+                              "to a folder")
+
+
+@contextlib.contextmanager
+def locked(experiment: Experiment, smoke: bool = False, wait: bool = False,
+           on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``<exp_dir>/.adrun.lock`` while a sweep runs: one sweep per experiment folder.
+
+    A second sweep gets a ``ConfigError`` naming the holder (or, with ``wait``, blocks
+    until it is free). The lock is ``flock``'s, so it dies with its process, even a
+    SIGKILLed one; ``--jobs`` workers and Ray tasks never take it, they run under the
+    driver's. Yields the experiment folder, created here: the sweep's first write.
+    """
+    exp_dir = experiment_dir(experiment, smoke)
+    _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
+    path = exp_dir / LOCK
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"output {exp_dir}: cannot write there ({exc.strerror or exc}); set output: "
+                          "(or --output) to a folder you can write") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(path)
+            if not wait:
+                raise ConfigError(f"{exp_dir}: another adrun sweep ({holder}) is running on this experiment folder; "
+                                  "wait for it to finish, or pass --wait to start when it does") from None
+            if on_wait:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {now()}\n".encode())
+        yield exp_dir
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    return text or "pid unknown"
 
 
 def is_done(cell: Cell, exp_dir: Path) -> bool:
-    path = run_dir(exp_dir, cell.label, cell.category) / RECORD
+    path = run_dir(exp_dir, cell.folder) / RECORD
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -129,8 +194,21 @@ def is_done(cell: Cell, exp_dir: Path) -> bool:
     return record.get("status") == "success" and record.get("key") == cell.key
 
 
-def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir(exp_dir, cell.label, cell.category) / RECORD).read_text(encoding="utf-8"))
+def backend_for(name: str, jobs: int = 1, address: str | None = None, cluster: Cluster | None = None) -> Backend:
+    """``local`` with one job: serial; with more: a pool of ``jobs`` processes; ``ray``: Ray tasks."""
+    if name not in BACKENDS:
+        raise ConfigError(f"backend {name!r}: choose from {', '.join(BACKENDS)}")
+    if name == "ray":
+        from adrun.backends.ray import RayBackend
+
+        return RayBackend(jobs, address=address, cluster=cluster)
+    if jobs > 1:
+        from adrun.backends.process import ProcessBackend
+
+        return ProcessBackend(jobs)
+    from adrun.backends.serial import SerialBackend
+
+    return SerialBackend()
 
 
 def _wall_seconds(record: dict[str, Any]) -> float | None:
@@ -166,95 +244,54 @@ def estimate(the_plan: Plan, force: bool = False) -> tuple[float, int, int]:
     return seconds, known, todo
 
 
-class Interrupts:
-    """First SIGINT: raise KeyboardInterrupt (or call ``on_first``); second: exit at once.
-
-    Lightning ignores SIGINT while it shuts a fit down, so ``arm()`` is called again
-    after each cell to take the signal back.
-    """
-
-    def __init__(self, on_first: Callable[[], None] | None = None, on_second: Callable[[], None] | None = None):
-        self.count = 0
-        self.on_first = on_first
-        self.on_second = on_second
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        if self.count >= 2:
-            if self.on_second:
-                self.on_second()
-            os._exit(130)
-        if self.on_first:
-            self.on_first()
-        else:
-            raise KeyboardInterrupt
-
-    def arm(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-
-    def __enter__(self):
-        self._previous = signal.getsignal(signal.SIGINT)
-        self.arm()
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def execute(
     the_plan: Plan,
     force: bool = False,
-    on_start: Callable[[Cell, int, int], None] | None = None,
-    on_end: Callable[[Cell, dict | None, str], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     fail_fast: bool = False,
     jobs: int = 1,
     backend: str = "local",
     address: str | None = None,
+    cluster: Cluster | None = None,
 ) -> Outcome:
     """Run the plan's cells; returns the outcome after refreshing the tables.
 
     ``backend`` is ``local`` (in this process, or ``jobs`` worker processes) or ``ray``
-    (tasks on the cluster at ``address``; ``jobs`` cells per node at once). With ``ray``,
-    ``on_start`` is also given ``node=`` (where the cell runs) and ``attempt=`` (1, then 2
-    after a retry). Raises ``KeyboardInterrupt`` after an interrupt, once the tables are rewritten.
+    (tasks on the cluster at ``address``, or on ``cluster`` if already connected; ``jobs``
+    cells per node at once). ``on_event`` sees every cell's ``Event``: ``skipped``, then
+    ``started`` (again for a Ray retry) and ``finished`` with its record. Raises the
+    aborting error (a full disk) or ``KeyboardInterrupt`` once the tables are rewritten.
     """
     from adrun.tables import write_tables
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    runner = backend_for(backend, jobs, address=address, cluster=cluster)
     outcome = Outcome()
+    # The tables show exactly these cells, whatever else lies on disk from earlier runs.
+    write_plan(the_plan.exp_dir, the_plan.planned, the_plan.smoke)
     todo = []
     for cell in the_plan.cells:
         if not force and is_done(cell, the_plan.exp_dir):
             outcome.skipped.append(cell)
-            if on_end:
-                on_end(cell, None, "skipped")
+            if on_event:
+                on_event(Event("skipped", cell, 0, len(the_plan.cells), record=_record_of(cell, the_plan.exp_dir)))
         else:
             todo.append(cell)
 
-    def finished(cell: Cell, record: dict) -> bool:
-        """Book one finished cell; True when the sweep should stop."""
-        status = record.get("status")
-        if status == "success":
-            outcome.records.append(record)
-        elif status == "interrupted":
-            outcome.interrupted.append(record)
-        else:
-            outcome.failed.append(record)
-        if on_end:
-            on_end(cell, record, status)
-        return status == "failed" and fail_fast
+    def book(event: Event) -> bool:
+        """Book one event; True when the sweep should start no new cell (fail fast)."""
+        if event.kind == "finished" and event.record is not None:
+            if event.status == "success":
+                outcome.records.append(event.record)
+            elif event.status == "interrupted":
+                outcome.interrupted.append(event.record)
+            else:
+                outcome.failed.append(event.record)
+        if on_event:
+            on_event(event)
+        return fail_fast and event.kind == "finished" and event.status == "failed"
 
     try:
-        if backend == "ray":
-            from adrun import ray_backend
-
-            ray_backend.run(the_plan, todo, jobs, on_start, finished, address=address)
-        else:
-            run = _serial if jobs <= 1 else _parallel
-            run(the_plan, todo, jobs, on_start, finished)
+        runner.run(todo, the_plan.root, the_plan.exp_dir, book)
     finally:
         outcome.tables = write_tables(the_plan.exp_dir)
     if outcome.interrupted:
@@ -262,111 +299,5 @@ def execute(
     return outcome
 
 
-def _serial(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> None:
-    from adrun.run import run_cell
-
-    with Interrupts() as interrupts:
-        for i, cell in enumerate(todo, start=1):
-            if on_start:
-                on_start(cell, i, len(todo))
-            try:
-                record = run_cell(cell, the_plan.root, the_plan.exp_dir)
-            except KeyboardInterrupt:
-                interrupts.arm()
-                try:
-                    finished(cell, _record_of(cell, the_plan.exp_dir))
-                except (OSError, json.JSONDecodeError):
-                    raise KeyboardInterrupt from None  # before the cell wrote its first record
-                return
-            except AdrunError:
-                raise  # disk full and the like: every later cell would fail the same way
-            except Exception:
-                record = _record_of(cell, the_plan.exp_dir)
-            interrupts.arm()
-            if finished(cell, record):
-                return
-
-
-def _worker_record(cell: Cell, the_plan: Plan, returncode: int) -> dict[str, Any]:
-    """The record a worker left; a worker killed mid-cell (OOM, SIGKILL) gets a failed one."""
-    from adrun.records import now, write_record
-    from adrun.run import base_record
-
-    try:
-        record = _record_of(cell, the_plan.exp_dir)
-    except (OSError, json.JSONDecodeError):
-        record = base_record(cell, the_plan.root)
-    if record.get("status") == "running" or record.get("key") != cell.key:
-        record.update(status="failed", error=f"worker process exited with code {returncode}", finished_at=now())
-        write_record(run_dir(the_plan.exp_dir, cell.label, cell.category), record)
-    return record
-
-
-def _devices() -> list[str]:
-    """GPU ids to hand out round robin; empty on CPU."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d for d in visible.split(",") if d.strip()]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:
-        return []
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the sweep process dies (Linux), so no orphan writes on."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _parallel(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished) -> None:
-    devices = _devices()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    running: dict[subprocess.Popen, Cell] = {}
-    queue = list(todo)
-    stop = {"now": False}
-
-    def forward_interrupt():
-        stop["now"] = True
-        for proc in running:
-            proc.send_signal(signal.SIGINT)
-
-    def kill_all():
-        for proc in running:
-            proc.kill()
-
-    with tempfile.TemporaryDirectory(prefix="adrun-jobs-") as specs, Interrupts(forward_interrupt, kill_all):
-        launched = 0
-        while queue or running:
-            while queue and len(running) < jobs and not stop["now"]:
-                cell = queue.pop(0)
-                spec = Path(specs) / f"{launched}.json"
-                spec.write_text(json.dumps({
-                    "cell": cell.model_dump(mode="json"), "root": str(the_plan.root),
-                    "exp_dir": str(the_plan.exp_dir), "threads": threads,
-                }))
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
-                if devices:
-                    env["CUDA_VISIBLE_DEVICES"] = devices[launched % len(devices)]
-                # Own session: a terminal Ctrl-C reaches the sweep, which forwards exactly one.
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "adrun.worker", str(spec)], env=env, start_new_session=True,
-                    preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-                running[proc] = cell
-                launched += 1
-                if on_start:
-                    on_start(cell, launched, len(todo))
-            time.sleep(0.2)
-            for proc in [p for p in running if p.poll() is not None]:
-                cell = running.pop(proc)
-                if finished(cell, _worker_record(cell, the_plan, proc.returncode)):
-                    stop["now"] = True
-            if stop["now"] and not running:
-                break
+def _record_of(cell: Cell, exp_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir(exp_dir, cell.folder) / RECORD).read_text(encoding="utf-8"))

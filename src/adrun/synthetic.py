@@ -42,6 +42,12 @@ _CATEGORY_ID = {name: i for i, name in enumerate(CATEGORIES)}
 _SPLIT_ID = {"train": 0, "good": 1, **{d: 2 + i for i, d in enumerate(DEFECTS)}}
 _MIN_IMAGE_SIZE = 32
 _OUR_FILE = re.compile(r"^(\d{3,})(_mask)?\.png$")
+# In the dataset root: the generator may rewrite (and prune) the numbered images below it.
+MARKER = ".adrun-synthetic"
+MARKER_TEXT = (
+    "Written by adrun's synthetic generator (adrun make-data, data.format: synthetic).\n"
+    "adrun rewrites and removes the numbered images below this folder; it writes into no folder without this file.\n"
+)
 
 
 def make_dataset(
@@ -60,6 +66,9 @@ def make_dataset(
     ``n_test_good + len(DEFECTS) * n_test_defect`` images. Running it again with the
     same arguments rewrites identical bytes; numbered PNGs left over from an earlier,
     larger run are removed so that the tree always matches the arguments.
+
+    ``out_dir`` must be new, empty, or a folder this function wrote before (``claim``):
+    MVTec AD names its files ``000.png`` too, and a real dataset is never overwritten.
     """
     if isinstance(categories, str):
         categories = (categories,)
@@ -79,6 +88,7 @@ def make_dataset(
             raise ValueError(f"{name} must be an integer >= {least}, got {n!r}")
 
     out = Path(out_dir)
+    claim(out)
     for category in dict.fromkeys(categories):  # keep order, drop repeats
         root = out / category
         _write_split(
@@ -140,6 +150,41 @@ def render_sample(
 
 # ---------------------------------------------------------------------------------------------
 # Writing
+
+
+def refusal(out: Path) -> str | None:
+    """Why the generator may not write into ``out``, or None when it may."""
+    out = Path(out)
+    if (out / MARKER).is_file():
+        return None
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file; pass a new or empty folder for the synthetic dataset"
+    if out.is_dir() and any(out.iterdir()):
+        return (f"{out} holds files adrun did not write (it has no {MARKER}); the synthetic generator writes only "
+                "into a new or empty folder, never over a real dataset: pass another folder, or read this one with "
+                "data.format: mvtec (or folder); if an older adrun generated it, delete it and run again")
+    return None
+
+
+def claim(out: Path) -> None:
+    """Make sure ``out`` is the generator's to write: new, empty, or holding its ``MARKER``.
+
+    Anything else is a ``DataError``, before a single file is touched: the images there
+    may be someone's only copy of a real dataset.
+    """
+    from adrun.errors import DataError
+    from adrun.records import atomic_write_text
+
+    refused = refusal(out)
+    if refused:
+        raise DataError(refused)
+    if (out / MARKER).is_file():
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / MARKER, MARKER_TEXT)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc}); pass a writable folder") from None
 
 
 def _check_args(seed: int, image_size: int) -> None:

@@ -1,7 +1,7 @@
 """``adrun sweep --backend ray``: each cell is a Ray task; the driver keeps the sweep's state.
 
 The only module that imports ray, and only when asked. Ray does the scheduling and the
-retries; adrun adds what a sweep needs around them:
+retries; adrun adds what a sweep needs around them (the contract is ``backends.base``):
 
 * **Preflight.** Before the first cell a tiny task runs on every alive node and checks that
   the dataset root and the output folder are there, readable, writable, and the *same*
@@ -16,6 +16,9 @@ retries; adrun adds what a sweep needs around them:
   own exception is a failed record, as with the local backend. Each attempt appends one
   line to ``<run>/attempts.jsonl`` (node, pid, time); the driver reads it for the progress
   view and records ``attempts`` and ``node`` in the record.
+* **The same failure rule.** A task returns an error that aborts the sweep (a full disk) by
+  class and message; the driver cancels the cells not yet started, waits for the running
+  ones and raises the same error. Any other error (missing weights on a node) fails its cell.
 """
 
 from __future__ import annotations
@@ -24,26 +27,31 @@ import contextlib
 import json
 import logging
 import os
+import sys
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adrun.errors import AdrunError, ClusterError, DiskFullError
+from adrun.backends.base import Event, Interrupts, Record, Report, dead_record, run_one
+from adrun.errors import ClusterError, WireError, from_wire
 from adrun.records import atomic_write_text, now, run_dir, write_record
 from adrun.wording import plural
 
 if TYPE_CHECKING:
     from adrun.config import Cell
-    from adrun.sweep import Plan
 
 ATTEMPTS = "attempts.jsonl"
 # Ray retries a task whose node or worker process died; a third death fails the cell.
 MAX_RETRIES = 2
 PREFLIGHT_TIMEOUT_S = 120
 CONNECT_TIMEOUT_S = 5
+AUTH_CHECK_TIMEOUT_S = 60
 POLL_S = 0.5
+# The error of a cell a node had begun when the sweep stopped (a full disk, --fail-fast).
+CANCELLED = "cancelled: the sweep stopped"
 INSTALL = "pip install 'adrun[ray]'"
 DOCS = "docs/many-machines.md"
 
@@ -74,6 +82,7 @@ class Cluster:
     address: str
     dashboard_url: str | None
     nodes: list[Node]
+    auth_warning: str | None = None  # one line when the cluster does not check tokens
 
     def summary(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
@@ -101,12 +110,18 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         if address and address != "auto":
             _reachable(address)
         try:
-            ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
+            with _stderr_held() as held:
+                ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if os.environ.get("ADRUN_DEBUG"):
+                sys.stderr.write("".join(held))  # Ray's own log lines of the failed connection
             text = str(exc).strip().splitlines()
+            token = "" if _driver_sends_token() else (
+                "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
+                "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too")
             raise ClusterError(
                 f"no Ray cluster at {address or 'auto'} ({text[0] if text else type(exc).__name__}); "
-                f"start one with `ray start --head` or pass --address HOST:PORT (see {DOCS})"
+                f"start one with `ray start --head` or pass --address HOST:PORT{token} (see {DOCS})"
             ) from None
         dashboard = ctx.dashboard_url or None
     else:
@@ -114,10 +129,67 @@ def session(address: str | None = None) -> Iterator[Cluster]:
     try:
         gcs = ray.get_runtime_context().gcs_address
         yield Cluster(gcs, f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
-                      alive_nodes())
+                      alive_nodes(), auth_warning=_auth_warning(gcs) if opened else None)
     finally:
         if opened:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[list[str]]:
+    """Hold what is written to file descriptor 2 while connecting: Ray's C++ client logs there,
+    one line per retry. On success it is passed on; on failure it is left in the yielded list."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: list[str] = []
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+
+        def restore() -> str:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            return buffer.read().decode("utf-8", "replace")
+
+        try:
+            yield held
+        except BaseException:
+            held.append(restore())
+            raise
+        sys.stderr.write(restore())
+
+
+def _driver_sends_token() -> bool:
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return is_token_auth_enabled()
+
+
+def head_auth_mode() -> str:
+    """Runs on the head node: whether its Ray checks tokens (its workers share the raylet's setting)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return "token" if is_token_auth_enabled() else "disabled"
+
+
+def _auth_warning(address: str) -> str | None:
+    """One line when the cluster runs without Ray's token authentication (Ray 2.60+).
+
+    A driver without a token that got in proves it; a driver with one would get in either
+    way, so then the head itself is asked.
+    """
+    ray = _ray()
+    if _driver_sends_token():
+        try:
+            task = ray.remote(head_auth_mode).options(num_cpus=0, max_retries=0,
+                                                      resources={"node:__internal_head__": 0.001})
+            if ray.get(task.remote(), timeout=AUTH_CHECK_TIMEOUT_S) == "token":
+                return None
+        except Exception as exc:  # noqa: BLE001 - only a warning hangs on it
+            return (f"could not ask the Ray head at {address} whether it checks tokens ({type(exc).__name__}); "
+                    f"make sure it was started with RAY_AUTH_MODE=token (see {DOCS})")
+    return (f"the Ray cluster at {address} runs without token authentication: anyone who can reach its port "
+            f"can run code there as its user; start every node with RAY_AUTH_MODE=token (see {DOCS})")
 
 
 def _reachable(address: str) -> None:
@@ -199,59 +271,48 @@ def _attempts(folder: Path) -> list[dict[str, Any]]:
 
 
 def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
-    """Runs on a node: one cell, returning its record (the driver writes it)."""
+    """Runs on a node: one cell, returning its record (the driver writes it) and an aborting error."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     import ray
     import torch
 
     from adrun.config import Cell
-    from adrun.run import base_record, run_cell
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        torch.set_num_threads(max(1, int(cpus)))
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    if assigned.get("CPU"):
+        torch.set_num_threads(max(1, int(assigned["CPU"])))
     cell = Cell.model_validate(cell_json)
     ip, node_id = _this_node()
-    attempt = _note_attempt(run_dir(exp_dir, cell.label, cell.category), ip, node_id)
-    kept: dict[str, Any] = {}
-    fatal = None
-    try:
-        run_cell(cell, Path(root), Path(exp_dir), sink=lambda folder, record: kept.update(record=record))
-    except AdrunError as exc:
-        fatal = str(exc)  # disk full: every later cell would fail the same way
-    except KeyboardInterrupt:  # ray.cancel: the user pressed Ctrl-C on the driver
-        if "record" not in kept:  # before run_cell began its record
-            kept["record"] = {**base_record(cell, Path(root)), "status": "interrupted",
-                              "error": "interrupted by the user", "finished_at": now()}
-    except Exception:
-        pass  # recorded as failed by run_cell
-    record = kept["record"]
-    record.update(node=ip, attempts=attempt)
-    return {"record": record, "fatal": fatal}
+    attempt = _note_attempt(run_dir(Path(exp_dir), cell.folder), ip, node_id)
+    # ray.cancel (the user pressed Ctrl-C on the driver) arrives as KeyboardInterrupt: an interrupted record.
+    result = run_one(cell, Path(root), Path(exp_dir), sink=lambda folder, record: None,
+                     pinned_gpu=bool(assigned.get("GPU")))
+    result.record.update(node=ip, attempts=attempt)
+    return {"record": result.record, "abort": result.abort}
 
 
 # --------------------------------------------------------------------------- on the driver
 
 
-def preflight(the_plan: Plan, nodes: list[Node]) -> None:
+def preflight(cells: Sequence[Cell], root: Path, exp_dir: Path, nodes: list[Node]) -> None:
     """Run ``check_node`` on every alive node; raise one line per problem, naming the node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from adrun import __version__
 
     ray = _ray()
-    exp_dir = Path(the_plan.exp_dir)
+    exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     token = f".adrun-preflight-{uuid.uuid4().hex[:12]}"
     atomic_write_text(exp_dir / token, "written by the adrun driver; removed after preflight\n")
-    categories = sorted({c.category for c in the_plan.cells})
+    categories = sorted({c.category for c in cells})
     check = ray.remote(check_node)
     try:
         refs = {
             check.options(
                 num_cpus=0, max_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
-            ).remote(str(the_plan.root), categories, str(exp_dir), token): node
+            ).remote(str(root), categories, str(exp_dir), token): node
             for node in nodes
         }
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PREFLIGHT_TIMEOUT_S)
@@ -287,53 +348,56 @@ def resources(nodes: list[Node], jobs: int) -> dict[str, float]:
     return {"num_gpus": 0, "num_cpus": max(1, int(min(cpus)) // max(1, jobs))}
 
 
-def _driver_record(cell: Cell, the_plan: Plan, status: str, error: str | None, attempts: list[dict]) -> dict:
+def _running_record(cell: Cell, root: Path, first: dict[str, Any]) -> Record:
+    """What the driver writes when a cell's first attempt starts; the task's record replaces it."""
     from adrun.run import base_record
 
-    record = base_record(cell, the_plan.root)
-    if attempts:
-        record.update(started_at=attempts[0]["started_at"], node=attempts[-1]["node"])
-    record.update(status=status, error=error, attempts=len(attempts))
-    if status != "running":
-        record["finished_at"] = now()
+    record = base_record(cell, root)
+    record.update(started_at=first["started_at"], node=first["node"], attempts=1, pid=first["pid"],
+                  cuda_visible_devices=None)
     return record
 
 
-def run(the_plan: Plan, todo: list[Cell], jobs: int, on_start, finished, address: str | None = None) -> None:
-    """Run ``todo`` as Ray tasks; book each finished record through ``finished`` (see ``sweep.execute``)."""
-    if not todo:
-        return
-    with session(address) as cluster:
-        preflight(the_plan, cluster.nodes)
-        _schedule(the_plan, todo, resources(cluster.nodes, jobs), on_start, finished)
+class RayBackend:
+    """Cells as Ray tasks on the cluster at ``address``, or on ``cluster`` when the caller has
+    connected already (the CLI does, to print it): one session per sweep either way."""
+
+    name = "ray"
+
+    def __init__(self, jobs: int = 1, address: str | None = None, cluster: Cluster | None = None):
+        self.jobs, self.address, self.cluster = jobs, address, cluster
+
+    def run(self, cells: Sequence[Cell], root: Path, exp_dir: Path, report: Report) -> None:
+        if not cells:
+            return
+        with contextlib.ExitStack() as stack:
+            cluster = self.cluster or stack.enter_context(session(self.address))
+            preflight(cells, root, exp_dir, cluster.nodes)
+            _schedule(list(cells), Path(root), Path(exp_dir), resources(cluster.nodes, self.jobs), report)
 
 
-def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) -> None:
-    from adrun.sweep import Interrupts
-
+def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: Report) -> None:
     ray = _ray()
     task = ray.remote(cell_task).options(max_retries=MAX_RETRIES, retry_exceptions=False, **opts)
-    exp_dir = the_plan.exp_dir
     pending: dict[Any, Cell] = {}
     for cell in todo:
-        (run_dir(exp_dir, cell.label, cell.category) / ATTEMPTS).unlink(missing_ok=True)
-        pending[task.remote(cell.model_dump(mode="json"), str(the_plan.root), str(exp_dir))] = cell
+        (run_dir(exp_dir, cell.folder) / ATTEMPTS).unlink(missing_ok=True)
+        pending[task.remote(cell.model_dump(mode="json"), str(root), str(exp_dir))] = cell
     seen: dict[str, int] = {}  # cell name -> attempts already reported
     order: dict[str, int] = {}  # cell name -> its number in the progress view
     stop = {"now": False, "cancelled": False, "user": False}
+    abort: WireError | None = None
 
     def name(cell: Cell) -> str:
-        return f"{cell.label}/{cell.category}"
+        return cell.folder  # unique per cell, seeds included
 
     def poll(cell: Cell) -> list[dict]:
-        attempts = _attempts(run_dir(exp_dir, cell.label, cell.category))
+        attempts = _attempts(run_dir(exp_dir, cell.folder))
         for n in range(seen.get(name(cell), 0), len(attempts)):
             if n == 0:
                 order[name(cell)] = len(order) + 1
-                write_record(run_dir(exp_dir, cell.label, cell.category),
-                             _driver_record(cell, the_plan, "running", None, attempts[:1]))
-            if on_start:
-                on_start(cell, order[name(cell)], len(todo), node=attempts[n]["node"], attempt=n + 1)
+                write_record(run_dir(exp_dir, cell.folder), _running_record(cell, root, attempts[0]))
+            report(Event("started", cell, order[name(cell)], len(todo), node=attempts[n]["node"], attempt=n + 1))
         seen[name(cell)] = len(attempts)
         return attempts
 
@@ -342,10 +406,9 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
             if started_too or not seen.get(name(cell)):
                 ray.cancel(ref)
 
-    fatal = None
     with Interrupts(on_first=lambda: stop.update(now=True, user=True)):
         while pending:
-            if stop["now"] and not stop["cancelled"]:
+            if stop["user"] and not stop["cancelled"]:
                 stop["cancelled"] = True
                 cancel(started_too=True)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
@@ -357,21 +420,33 @@ def _schedule(the_plan: Plan, todo: list[Cell], opts: dict, on_start, finished) 
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    if stop["user"] or isinstance(exc, ray.exceptions.TaskCancelledError):
-                        if not attempts:
-                            continue  # never started: like a local cell after the stop, no record
-                        record = _driver_record(cell, the_plan, "interrupted", "interrupted by the user", attempts)
+                    cancelled = stop["user"] or isinstance(exc, ray.exceptions.TaskCancelledError)
+                    if cancelled and not attempts:
+                        continue  # cancelled before it started: like a local cell after the stop, no record
+                    first = {"started_at": attempts[0]["started_at"], "node": attempts[-1]["node"],
+                             "attempts": len(attempts)} if attempts else {}
+                    if cancelled:
+                        why = "interrupted by the user" if stop["user"] else CANCELLED
+                        record = dead_record(cell, root, why, status="interrupted", **first)
                     else:
                         # Retries used up (the node died again and again) or the task could not run at all.
                         text = [line for line in str(exc).strip().splitlines() if line.strip()]
                         error = f"ray: {type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
-                        record = _driver_record(cell, the_plan, "failed", error, attempts)
+                        record = dead_record(cell, root, error, **first)
                 else:
-                    record, fatal = result["record"], result["fatal"]
-                write_record(run_dir(exp_dir, cell.label, cell.category), record)
-                if fatal:
-                    cancel(started_too=True)
-                    raise DiskFullError(fatal)
-                if finished(cell, record) and not stop["now"]:
-                    stop["now"] = stop["cancelled"] = True
-                    cancel(started_too=False)  # fail fast: running cells finish, queued ones never start
+                    record = result["record"]
+                    if result["abort"] and abort is None:
+                        abort = result["abort"]
+                    if record["status"] == "interrupted" and not stop["user"]:
+                        record["error"] = CANCELLED  # the task saw ray.cancel as a Ctrl-C
+                write_record(run_dir(exp_dir, cell.folder), record)
+                number = order.setdefault(name(cell), len(order) + 1)
+                wants_stop = report(Event("finished", cell, number, len(todo), record=record,
+                                          node=record.get("node"), attempt=max(1, len(attempts))))
+                if (wants_stop or abort) and not stop["now"]:
+                    stop["now"] = True
+                    cancel(started_too=False)  # running cells finish, queued ones never start
+    if abort:
+        raise from_wire(abort)
+    if stop["user"]:
+        raise KeyboardInterrupt
