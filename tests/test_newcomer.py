@@ -95,6 +95,13 @@ def test_only_matching_nothing_names_the_cells(grid, tmp_path):
     assert line.endswith("/tile (and 55 more)") and line.count("/tile") == 20  # 3 x 25 cells
 
 
+def test_only_matching_nothing_names_each_cell_once_whatever_the_seeds(grid):
+    result = invoke("sweep", grid.config, "--only", "padim/*", "--set", "seed={grid: [0, 1, 2]}")
+    assert result.exit_code == 2
+    names = ", ".join(f"{label}/tile" for label in grid.labels)
+    assert result.stderr.splitlines() == [f"adrun: error: --only padim/*: matches no cell; the cells are {names}"]
+
+
 # --------------------------------------------------------------------------- heatmap
 
 
@@ -137,7 +144,8 @@ def test_a_fresh_machine_hears_of_every_missing_item_in_one_go(tmp_path, monkeyp
     assert "timm's pretrained weights for wide_resnet50_2.tv_in1k" in weights
     assert "EfficientAd's pretrained teacher" in teacher and "imagenet_dir datasets/imagenette" in imagenette
     assert doctor.stderr.splitlines() == lines  # the same four, as doctor knows them
-    assert not (tmp_path / "out").exists()
+    # Nothing but the sweep's lock (taken before the checks): no run folder, no record.
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == [".adrun.lock"]
 
 
 # --------------------------------------------------------------------------- doctor
@@ -186,7 +194,8 @@ def test_doctor_in_an_80_column_terminal_prints_every_path_whole():
 @pytest.mark.parametrize(
     ("item", "expected"),
     [
-        ("trainer.devices=[1]", "--set trainer.devices: expected an integer or a string (got [1])"),
+        # devices is int | str | list[int]: 1.5 fits no branch.
+        ("trainer.devices=1.5", "--set trainer.devices: expected an integer or a string or a list (got 1.5)"),
         ("models.0.coreset_sampling_ratoi=0.1",
          "--set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
         ("models.0.num_neighbors=0", "--set models.0.num_neighbors: Input should be greater than or equal to 1 (got 0)"),
@@ -201,12 +210,12 @@ def test_set_errors_name_set_in_one_human_line(tmp_path, item, expected):
 
 def test_a_bad_value_in_the_file_names_the_file(tmp_path):
     raw = tiny_raw(tmp_path / "r")
-    raw["trainer"]["devices"] = [1]
+    raw["trainer"]["devices"] = 1.5
     config = write_yaml(tmp_path / "c.yaml", raw)
     result = invoke("sweep", config, "--set", "seed=1")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"adrun: error: {config}: trainer.devices: expected an integer or a string "
-                                          "(got [1])"]
+                                          "or a list (got 1.5)"]
 
 
 TYPER_NAMES = re.compile(r"<(list\[\w+\]|path|int|str|float|int range|local\|ray)>|\{[a-z_]+\}")
@@ -329,7 +338,7 @@ def test_predict_on_bad_input_is_one_line_and_exit_2(reported, tmp_path, case):
     elif case == "zero":
         source = tmp_path / "blank.png"
         source.write_bytes(b"")
-        expected = f"{source}: empty file (0 bytes)"
+        expected = f"{source}: not a readable image (an empty file)"
     elif case == "corrupt":
         source = tmp_path / "broken.png"
         source.write_bytes(good.read_bytes()[:100])
@@ -339,7 +348,7 @@ def test_predict_on_bad_input_is_one_line_and_exit_2(reported, tmp_path, case):
         source.mkdir()
         shutil.copy(good, source / "a.png")
         (source / "b.png").write_bytes(b"")
-        expected = f"{source / 'b.png'}: empty file (0 bytes)"
+        expected = f"{source / 'b.png'}: not a readable image (an empty file)"
     else:
         source = tmp_path / "empty"
         source.mkdir()
