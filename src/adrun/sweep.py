@@ -106,7 +106,7 @@ def select(cells: list[Cell], only: list[str] | None) -> list[Cell]:
         return cells
     picked = [c for c in cells if any(matches(c, pattern) for pattern in only)]
     if not picked:
-        names = [f"{c.label}/{c.category}" for c in cells]
+        names = list(dict.fromkeys(f"{c.label}/{c.category}" for c in cells))  # once, however many seeds
         more = f" (and {len(names) - 20} more)" if len(names) > 20 else ""
         raise ConfigError(f"--only {' '.join(only)}: matches no cell; the cells are {', '.join(names[:20])}{more}")
     return picked
