@@ -47,7 +47,7 @@ def check_help(readme: Path) -> int:
     return 0
 
 
-def table_block(exp: Path, timing: bool) -> str:
+def table_block(exp: Path, timing: bool = True) -> str:
     """The experiment's pixel-AUROC table without its title line, and (with timing) the cells' fit + test time."""
     from adrun.tables import select
 
