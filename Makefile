@@ -3,16 +3,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The torch build for this project's machines; override for your CUDA build, e.g.
-#   make demo TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
+# The torch build for this project's machines: PyPI's default, which brings CUDA libraries
+# (about 5 GB installed) even where there is no GPU. Override it, e.g. for the CPU-only build
+# (PyTorch's own index; this project's machines cannot reach it):
+#   make demo TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BASE := $(VENV)/.installed-base
 DEV := $(VENV)/.installed-dev
 
-.PHONY: help setup demo seeds test test-full check typecheck smoke lint readme clean
+.PHONY: help setup demo demo-quick seeds test test-full check typecheck smoke lint readme clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-11s %s\n", $$1, $$2}'
 
 # adrun alone: all the demo needs.
 $(BASE): pyproject.toml
@@ -32,6 +34,9 @@ setup: $(DEV) ## Create .venv and install adrun with its test tools, Ray and the
 demo: $(BASE) ## Run the offline demo (synthetic data, both models, 3 categories) -> results/demo (report.html)
 	$(BIN)/adrun sweep configs/demo.yaml
 	$(BIN)/adrun table results/demo --compare assignment
+
+demo-quick: $(BASE) ## Patchcore alone on the demo's data (3 categories) -> results/demo-quick
+	$(BIN)/adrun sweep configs/demo.yaml --only patchcore --set name=demo-quick
 
 seeds: $(BASE) ## Run configs/seeds.yaml (Patchcore, three seeds, offline) -> results/seeds
 	$(BIN)/adrun sweep configs/seeds.yaml
@@ -61,4 +66,4 @@ readme: ## Put the demo's (and results/seeds') real pixel-AUROC table into READM
 	$(BIN)/python scripts/readme_table.py
 
 clean: ## Remove results and caches (keeps .venv)
-	rm -rf results/demo results/seeds results/smoke .pytest_cache
+	rm -rf results/demo results/demo-quick results/seeds results/smoke .pytest_cache

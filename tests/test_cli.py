@@ -198,7 +198,7 @@ def test_folder_format_reads_other_image_types(tmp_path):
     [
         (["sweep", "missing.yaml"], "adrun: error: missing.yaml: no such config file"),
         (["sweep", "{cfg}", "--set", "models.0.coreset_sampling_ratoi=0.1"],
-         "adrun: error: {cfg}: models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
+         "adrun: error: --set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
         (["sweep", "{cfg}", "--set", "data.format=mvtec", "--set", "data.root={tmp}/nowhere"],
          "adrun: error: data.root {tmp}/nowhere does not exist"),
         (["sweep", "{cfg}", "--set", "data.categories=[carpet]"],

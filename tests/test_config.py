@@ -80,7 +80,7 @@ def test_set_overrides_are_typed_and_validated():
     assert str(experiment.data.root) == "/data/mvtec"
     assert experiment.models[0].coreset_sampling_ratio == 0.01
     assert experiment.data.categories == ["a", "b"]
-    with pytest.raises(ConfigError, match=r"--set 'models.3.backbone=x': '3' is not an index of a list with 1 items"):
+    with pytest.raises(ConfigError, match=r"--set 'models.3.backbone=x': '3' is not an index of a list with 1 item$"):
         apply_overrides(BASE, ["models.3.backbone=x"])
     with pytest.raises(ConfigError, match="expected key.path=value"):
         apply_overrides(BASE, ["seed"])

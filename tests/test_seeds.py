@@ -296,6 +296,10 @@ def test_readme_block_drops_the_title_and_keeps_the_table(seeded):
     block = module.table_block(exp)
     assert block.startswith("| category | patchcore |\n|---|---:|\n| tile | ")
     assert "Mean ± std over seeds 0, 1" in block and "cells, " in block
+    # The demo's block carries no timing: the README quotes the sweep's own wall time instead.
+    quiet = module.table_block(exp, timing=False)
+    assert quiet.startswith("| category | patchcore |\n") and "Mean ± std over seeds 0, 1" in quiet
+    assert "fit + test" not in quiet and "(anomalib " in quiet
 
 
 def test_test_command_on_a_seed_folder_refreshes_its_scores(seeded):

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 PROBE_TIMEOUT_S = 2.5
 TRUE = {"1", "ON", "YES", "TRUE"}
+# The image files torchvision's ImageFolder and anomalib's PredictDataset read (through PIL).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,17 @@ import contextlib
 import enum
 import functools
 import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from adrun import __version__
 from adrun.errors import AdrunError
+from adrun.wording import duration, plural
 
 if TYPE_CHECKING:
     from adrun.backends import Event
@@ -142,9 +146,15 @@ def _run_plan(
 
     console = _console()
     console.print(
-        f"[bold]{_e(the_plan.experiment.name)}[/]: {len(the_plan.cells)} cells -> {_e(the_plan.exp_dir)}"
+        f"[bold]{_e(the_plan.experiment.name)}[/]: {plural(len(the_plan.cells), 'cell')} -> {_e(the_plan.exp_dir)}"
         + (" [yellow](smoke)[/]" if the_plan.smoke else "")
     )
+    seconds, known, todo = sweep.estimate(the_plan, force)
+    if known:
+        others = f"; {plural(todo - known, 'other cell')} never ran with these settings" if known < todo else ""
+        console.print(f"expected: about {duration(seconds)}, from the last runs of {plural(known, 'cell')} with "
+                      f"these settings{others}")
+    started = time.perf_counter()
     from adrun.models import spec_of
 
     noted: set[str] = set()
@@ -219,8 +229,11 @@ def _run_plan(
                       "up to date; run the same command again to resume.")
         raise typer.Exit(130) from None
     _print_summary(console, outcome.tables, the_plan.exp_dir)
+    ran = len(outcome.records) + len(outcome.failed)
+    console.print(f"{plural(ran, 'cell')} ran in {duration(time.perf_counter() - started)} (wall time)"
+                  + (f", {len(outcome.skipped)} finished earlier" if outcome.skipped else ""))
     if outcome.failed:
-        console.print(f"[red]{len(outcome.failed)} cell(s) failed:[/]")
+        console.print(f"[red]{plural(len(outcome.failed), 'cell')} failed:[/]")
         for record in outcome.failed:
             console.print(_e(f"  {record['label']} / {record['category']}: {record['error']}"))
         raise typer.Exit(1)
@@ -261,7 +274,9 @@ def sweep(
     output: OutputOption = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun cells that already finished.")] = False,
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only cells matching label/category (glob, repeatable).")
+        list[str] | None, typer.Option("--only", help="Run only the matching cells: LABEL/CATEGORY or LABEL, a "
+                                       "label as written (grid labels too) or a glob over labels and model names: "
+                                       "MODEL/t* picks every cell of that model on tile (repeatable).")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
     jobs: Annotated[
@@ -371,15 +386,33 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
     ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="An image is anomalous when its score is above this, on the "
+                                   "scale of scores.csv; masks use it on the map (default: the cell's own).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Images per forward pass (default: the cell's "
+                                 "eval batch size).")
+    ] = None,
+    masks: Annotated[
+        bool, typer.Option("--masks", help="Also write each image's predicted mask, <name>_mask.png.")
+    ] = False,
 ) -> None:
     """Score images with a trained cell.
 
-    Writes scores.csv (path, image score, predicted label) and one anomaly-map overlay PNG per image.
+    Writes scores.csv (path, image score, predicted label) and one anomaly-map overlay PNG per
+    image, in folders that mirror INPUT's: INPUT/hole/000.png -> OUT/hole/000_anomaly.png.
     """
     from adrun.run import predict as predict_run
 
-    out = predict_run(run, source, output)
-    typer.echo(f"wrote {out / 'scores.csv'}")
+    done = predict_run(run, source, output, threshold=threshold, batch_size=batch_size, masks=masks)
+    if done.anomalous is None:
+        verdict = "no threshold (the cell has none: its fit never validated); pass --threshold to label them"
+    else:
+        verdict = f"{done.anomalous} anomalous (score above {done.threshold:.4g}: {done.threshold_source})"
+    typer.echo(f"{plural(done.images, 'image')}: {verdict}")
+    files = "scores.csv, overlays" + (", masks" if done.masks else "")
+    typer.echo(f"wrote {files} to {done.out}")
 
 
 @app.command()
@@ -528,31 +561,46 @@ def doctor(
     Exits 2 when any cell of the config cannot run, naming what is missing and its fixes.
     """
     from rich.table import Table
+    from rich.text import Text
 
     from adrun import config as cfg
     from adrun import preflight
 
     console = _console()
-    env = Table(show_header=False, box=None)
+    plain = not sys.stdout.isatty()  # piped or captured: no styles, nothing cut to a width
     for name, value in preflight.environment():
-        env.add_row(f"[bold]{name}[/]", _e(value))
-    console.print(env)
+        # Whole lines, never a table cell: the cache paths are what users copy files into.
+        if plain:
+            typer.echo(f"{name}: {value}")
+        else:
+            console.print(Text.assemble((name, "bold"), ": ", value), soft_wrap=True)
     if config is None:
         return
     experiment = cfg.load_experiment(config, _overrides(sets, root, None))
     reports = preflight.doctor_cells(experiment)
-    view = Table(title=f"{_e(experiment.name)}: {len(reports)} cells")
     names = list(dict.fromkeys(k for r in reports for k in r.checks))  # dataset, then each model's needs
-    for column in ("cell", *names, "ready"):
-        view.add_column(column)
-    for r in reports:
-        shown = [_mark(r.checks.get(k)) for k in names]
-        view.add_row(_e(f"{r.label}/{r.category}"), *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
-    console.print(view)
+    columns = ("cell", *names, "ready")
+    title = f"{experiment.name}: {plural(len(reports), 'cell')}"
+    if plain:
+        rows = [[f"{r.label}/{r.category}", *(_shown(r.checks.get(k)) for k in columns[1:-1]),
+                 "yes" if r.ready else "no"] for r in reports]
+        _print_rows(title, list(columns), rows)
+    else:
+        view = Table(title=_e(title))
+        for column in columns:
+            view.add_column(column, overflow="fold")
+        for r in reports:
+            shown = [_mark(r.checks.get(k)) for k in columns[1:-1]]
+            view.add_row(_e(f"{r.label}/{r.category}"), *shown, "[green]yes[/]" if r.ready else "[red]no[/]")
+        console.print(view)
     problems = preflight.problems(reports)
     if problems:
         _fail("\n".join(problems), 2)
     console.print("every cell can run")
+
+
+def _shown(check) -> str:
+    return "–" if check is None else check.detail
 
 
 @app.command()
@@ -610,7 +658,126 @@ def fetch(
             console.print(f"  [green]ok[/]   {_e(item.kind)} {_e(item.name)}")
 
     todo = fetch_lib.fetch(experiment, with_data=with_data, on_item=on_item)
-    console.print(f"{len(todo)} item(s) in place; copy the caches to the offline machine (docs/offline.md)")
+    console.print(f"{plural(len(todo), 'item')} in place; copy the caches to the offline machine (docs/offline.md)")
+
+
+@app.command()
+@handles_errors
+def status(
+    results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Compare the keys with this config's cells (default: the last "
+                                  "sweep's plan.json, if any).")
+    ] = None,
+    sets: SetOption = None,
+    root: RootOption = None,
+) -> None:
+    """List an experiment's cells: done, failed, interrupted, running or stale, with keys, seeds and times.
+
+    Stale: the record's key no longer matches its cell's (settings or adrun changed); a sweep reruns it.
+    With --config, the config's cells without a record show as "not run".
+    """
+    from adrun import status as status_lib
+
+    cells = None
+    if config is not None:
+        cells = _config_cells(config, _overrides(sets, root, None), results)
+    found, against = status_lib.states(results, cells)
+    counts: dict[str, int] = {}
+    for cell in found:
+        counts[cell.state] = counts.get(cell.state, 0) + 1
+    compared = {"config": f"keys compared with {config}", "plan": "keys compared with the last sweep's plan.json",
+                None: "no config or plan.json to compare keys with (pass --config)"}[against]
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no cells"
+    columns = ["cell", "seed", "state", "key", "started", "seconds"]
+    rows = [[f"{c.label}/{c.category}", "–" if c.seed is None else str(c.seed), c.state, c.key or "–",
+             c.started or "–", "–" if c.seconds is None else f"{c.seconds:.1f}"] for c in found]
+    _print_rows(f"{results}: {plural(len(found), 'cell')} ({summary}); {compared}", columns, rows)
+    for c in found:
+        if c.state == "failed" and c.error:
+            typer.echo(f"  {c.label}/{c.category}: {c.error}")
+
+
+def _config_cells(config: Path, overrides: list[str], results: Path):
+    """The cells ``config`` gives for the experiment folder ``results`` (categories resolved as a sweep does)."""
+    from adrun import config as cfg
+    from adrun import data
+
+    experiment = cfg.load_experiment(config, overrides)
+    smoke = results.parent.name == "smoke"
+    if experiment.name != results.name:
+        raise AdrunError(f"--config {config}: is experiment {experiment.name!r}, but {results} holds "
+                         f"{results.name!r}; pass that experiment's config")
+    categories = experiment.data.categories
+    if categories == "all":
+        if experiment.data.format == "synthetic":
+            from adrun import synthetic
+
+            categories = list(synthetic.CATEGORIES)
+        else:
+            categories = data.discover(data.dataset_root(experiment.data, results), experiment.data)
+    return cfg.expand(experiment, list(categories), smoke=smoke)
+
+
+def _print_rows(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table: aligned plain text when stdout is not a terminal, a rich table otherwise; nothing cut."""
+    if not sys.stdout.isatty():
+        typer.echo(title)
+        widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+        for row in [columns, *rows]:
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    view = Table(title=Text(title))
+    for column in columns:
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*(Text(v) for v in row))
+    _console().print(view)
+
+
+# --------------------------------------------------------------------------- help text
+
+# Value names in the usual Unix spelling; typer's own are <list[str]>, <path> and {config}.
+OPTION_METAVARS = {"--set": "KEY=VALUE", "--only": "PATTERN", "--address": "HOST:PORT", "--model": "NAME",
+                   "--category": "NAME", "--categories": "NAME", "--format": "FORMAT"}
+
+
+def _type_metavar(param) -> str:
+    kind = param.type_descriptor.annotation
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return "|".join(str(m.value) for m in kind)
+    bare = param.bare_type()  # "Path", "int", "list[str]"
+    return {"Path": "PATH", "int": "N", "float": "X"}.get(bare.removeprefix("list[").removesuffix("]"), "TEXT")
+
+
+class _Command(TyperCommand):
+    """A command whose help reads ``adrun sweep [OPTIONS] CONFIG`` and ``--set KEY=VALUE``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.metavar = param.metavar or param.name.upper()
+                param.display_type_rich = lambda ctx: None  # the name says it: CONFIG, RUN, OUT
+            elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
+                param.metavar = OPTION_METAVARS.get(param.opts[0]) or _type_metavar(param)
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper

@@ -24,6 +24,7 @@ import pandas as pd
 from adrun.errors import CompareError
 from adrun.markdown import md_escape
 from adrun.records import atomic_write_text
+from adrun.wording import plural
 
 METRICS = ("pixel_AUROC", "image_AUROC", "pixel_F1Score", "image_F1Score")
 COLUMNS = ["metric", "model", "category", "ours", "reference", "delta", "reference_model", "note",
@@ -127,7 +128,7 @@ def compare(records: list[dict], ref: Reference) -> pd.DataFrame:
                 rows.append(_row(metric, label, category, mine, reference, name, note))
             if pairs:
                 mean_ref = sum(p[1] for p in pairs) / len(pairs)
-                note = f"over the {len(pairs)} categories with both values"
+                note = f"over the {plural(len(pairs), 'category', 'categories')} with both values"
                 rows.append(_row(metric, label, "mean", _mean_of(pairs), mean_ref, name, note))
             else:
                 rows.append(_row(metric, label, "mean", None, None, name, "no category with both values"))

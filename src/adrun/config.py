@@ -34,6 +34,7 @@ from adrun.errors import ConfigError
 from adrun.models import MODEL_NAMES, ModelConfig, spec
 from adrun.schema import NAME_PATTERN, TrainerConfig
 from adrun.schema import Strict as _Strict
+from adrun.wording import plural
 
 # Cells in one sweep at most: a grid past it is a typo or a job for several configs.
 MAX_CELLS = 10_000
@@ -415,7 +416,7 @@ def _step(node: Any, part: str, path: list[str], item: str, source: str, create:
 
 def _index(node: list, part: str, item: str, source: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{source} {item!r}: {part!r} is not an index of a list with {len(node)} items")
+        raise ConfigError(f"{source} {item!r}: {part!r} is not an index of a list with {plural(len(node), 'item')}")
     return int(part)
 
 
@@ -428,12 +429,13 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
             raise ConfigError("no config: pass the path of an experiment YAML (see configs/)")
         raw = read_yaml(path)
     raw = apply_overrides(raw, overrides or [])
-    experiment = validate(raw, source)
+    experiment = validate(raw, source, overrides or [])
     experiment._source = str(path) if path is not None else None
     return experiment
 
 
-def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
+def validate(raw: dict[str, Any], source: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Validate ``raw``; each problem is named after its origin: a ``--set`` item, else ``source``."""
     problems: list[str] = []
     models = raw.get("models")
     # Validate each model entry against its own schema so an unknown model name or key
@@ -454,9 +456,20 @@ def validate(raw: dict[str, Any], source: str = "config") -> Experiment:
         # Broken model entries were reported above, each against its own schema.
         problems += [p for p in _render(exc, Experiment) if not (p.startswith("models.") and problems)]
     if problems:
-        raise ConfigError("\n".join(f"{source}: {p}" for p in _dedupe(problems)))
+        raise ConfigError("\n".join(_origin(p, source, overrides) for p in _dedupe(problems)))
     experiment._raw_models = copy.deepcopy(models or [])
     return experiment
+
+
+def _origin(problem: str, source: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """``--set KEY: ...`` when a ``--set`` item wrote the key at fault, else ``SOURCE: ...``."""
+    where = problem.partition(": ")[0].split(".")
+    for item in overrides:
+        key = [p for p in item.partition("=")[0].strip().split(".") if p]
+        # The key itself, something inside the value it set, or a mapping it created.
+        if key and (where[: len(key)] == key or (len(where) > 1 and key[: len(where)] == where)):
+            return f"--set {problem}"
+    return f"{source}: {problem}"
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -516,14 +529,40 @@ def _first_of_grid(entry: dict) -> dict:
     return values[0] if values else entry
 
 
+# pydantic names each branch of a union in the error's location (``devices.int``,
+# ``categories.list[str]``); no field of adrun's schema is named like that.
+_UNION_BRANCH = re.compile(r"^(int|str|float|bool|bytes|none|list|dict|.*\[.*\])$")
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
+    "dict_type": "a mapping", "none_required": "null",
+}
+
+
+def _union_line(where: str, errs: list[dict]) -> str:
+    """One line for every branch of a union rejecting a value: what it takes, what it got."""
+    wanted = [_EXPECTED.get(e["type"]) or e["msg"].removeprefix("Input should be ") for e in errs]
+    got = errs[0].get("input")
+    return f"{where}: expected {' or '.join(dict.fromkeys(wanted))} (got {got!r})"
+
+
 def _render(exc: ValidationError, schema: type[BaseModel]) -> list[str]:
     """One readable line per pydantic error, with the closest valid key for typos."""
-    lines = []
+    lines: list[str] = []
+    unions: dict[str, list[dict]] = {}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         # Drop the discriminator tags pydantic inserts for the model union (the model names).
         loc = [p for p in loc if p not in MODEL_NAMES]
         where = ".".join(loc) or "(top level)"
+        branchless = [p for p in loc if not _UNION_BRANCH.match(p)]
+        if branchless != loc:
+            where = ".".join(branchless) or "(top level)"
+            if where not in unions:
+                lines.append(where)  # a placeholder, replaced by the union's one line below
+            unions.setdefault(where, []).append(err)
+            continue
         kind = err["type"]
         if not loc and kind == "value_error":  # a check across keys; its message names them
             lines.append(err["msg"].removeprefix("Value error, "))
@@ -539,7 +578,7 @@ def _render(exc: ValidationError, schema: type[BaseModel]) -> list[str]:
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
             lines.append(f"{where}: {msg}{shown}")
-    return lines
+    return [_union_line(line, unions[line]) if line in unions else line for line in lines]
 
 
 def _fields_at(schema: type[BaseModel], loc: list[str]) -> list[str]:

@@ -46,6 +46,33 @@ def save_png(fig, path: Path, dpi: int = 120) -> None:
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", optimize=True))
 
 
+# A column is 1.5 in wide; at 10 pt about this many characters fit under it.
+LABEL_CHARS = 16
+
+
+def short_labels(labels: list[str], width: int = LABEL_CHARS) -> tuple[list[str], list[str]]:
+    """Column names that fit their column, and the legend lines for those that had to be shortened.
+
+    A label too long for its column (grid labels: ``<model>[coreset_sampling_ratio=0.05]``)
+    becomes its model part and a number, ``<model> #1``, and the legend names it in full.
+    """
+    shorts: list[str] = []
+    legend: list[str] = []
+    counts: dict[str, int] = {}
+    for label in labels:
+        if len(label) <= width:
+            shorts.append(label)
+            continue
+        base = label.split("[")[0]
+        if not base or len(base) > width - 3:
+            base = label[: width - 4] + "…"
+        counts[base] = counts.get(base, 0) + 1
+        short = f"{base} #{counts[base]}"
+        shorts.append(short)
+        legend.append(f"{short}: {label}")
+    return shorts, legend
+
+
 def heatmap(table, path: Path, title: str) -> list[str]:
     """Categories x models with the values printed in the cells; the mean row set apart below a gap.
 
@@ -104,7 +131,11 @@ def heatmap(table, path: Path, title: str) -> list[str]:
     axes[0, 0].set_title(title, fontsize=11)
     # Model names on top of the first panel, where the eye starts.
     axes[0, 0].xaxis.tick_top()
-    axes[0, 0].set_xticks(range(len(means.columns)), [str(c) for c in means.columns], rotation=0)
+    shorts, legend = short_labels([str(c) for c in means.columns])
+    axes[0, 0].set_xticks(range(len(means.columns)), shorts, rotation=0)
+    if legend:
+        # Below the figure (bbox_inches="tight" takes it in); taken literally, never as mathtext.
+        fig.text(0.02, 0.0, "\n".join(legend), ha="left", va="top", fontsize=8, parse_math=False)
     if image is not None:
         bar = fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.05, pad=0.03)
         bar.ax.tick_params(labelsize=8)

@@ -2,8 +2,8 @@
 
 The tables, the heatmap, the comparisons and, per cell, its sample grid, settings and
 timings, all from the records and the files beside them. Images are inlined as base64
-PNGs and the page has no scripts and no network references, so it opens straight
-from the file system and can be mailed as one file.
+(the heatmap as PNG, the sample grids as JPEG) and the page has no scripts and no network
+references, so it opens straight from the file system and can be mailed as one file.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from adrun import __version__
 from adrun.errors import RunError
 from adrun.markdown import metric_title
 from adrun.records import atomic_write_text, now, run_dir
+from adrun.wording import plural
 
 REPORT = "report.html"
 
@@ -193,7 +194,7 @@ def render(exp_dir: Path, tables) -> str:
     counts = pd.Series([r.get("status", "?") for r in records]).value_counts().to_dict() if records else {}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no cells yet"
     body = [f"<h1>{esc(name)}</h1>",
-            f'<p class="meta">{esc(exp_dir)} · {len(records)} cells ({esc(summary)}) · '
+            f'<p class="meta">{esc(exp_dir)} · {plural(len(records), "cell")} ({esc(summary)}) · '
             f"written {esc(now())} by adrun {esc(__version__)}</p>"]
     if selection.left_out:
         body.append(f'<p class="meta">{esc(selection.summary())}</p>')

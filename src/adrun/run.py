@@ -15,9 +15,11 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adrun.checks import IMAGE_SUFFIXES
 from adrun.config import Cell
 from adrun.errors import AdrunError, DiskFullError, RunError
 from adrun.models import spec_of
@@ -411,12 +413,20 @@ def test_run(run: Path) -> dict[str, Any]:
     return record
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+@dataclass
+class Predictions:
+    """What ``predict`` wrote: the folder, how many images, how many above the threshold."""
+
+    out: Path
+    images: int
+    anomalous: int | None  # None: no threshold (the cell has none and none was given)
+    threshold: float | None
+    threshold_source: str  # "the cell's own threshold" or "--threshold"
+    masks: bool
 
 
-def predict(run: Path, source: Path, out: Path | None = None) -> Path:
-    """Score an image or a folder; write ``scores.csv`` and one anomaly-map overlay PNG per image."""
-    run, source = Path(run), Path(source)
+def predict_inputs(source: Path) -> list[Path]:
+    """The images ``predict`` will score, as anomalib's PredictDataset finds them; one line for a bad one."""
     if not source.exists():
         raise AdrunError(f"{source}: no such image or folder; pass a path to an image or a folder of images")
     if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
@@ -432,20 +442,46 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise AdrunError(f"{bad[0][0]}: not a readable image ({bad[0][1]}){more}; replace or remove it")
+    return images
+
+
+def predict(run: Path, source: Path, out: Path | None = None, threshold: float | None = None,
+            batch_size: int | None = None, masks: bool = False) -> Predictions:
+    """Score an image or a folder; write ``scores.csv``, an overlay per image and, with ``masks``, a mask per image.
+
+    Outputs mirror the input's folders: ``<out>/<relative folder>/<stem>_anomaly.png``
+    (and ``_mask.png``). An image is anomalous when its score is above ``threshold``
+    (default: the cell's own, on the scale of the scores); masks use the same threshold
+    on the anomaly map.
+    """
+    from torch.utils.data import DataLoader
+
+    run, source = Path(run), Path(source)
+    predict_inputs(source)
     record, cell, ckpt = load_run(run)
     out = Path(out) if out is not None else run / "predictions"
     out.mkdir(parents=True, exist_ok=True)
     with cell_log(out):
+        from anomalib.data import PredictDataset
+
         from adrun import registry
 
         model = registry.build_model(cell, exp_dir_of(run))
         engine = registry.build_engine(cell, out / "anomalib")
-        batches: Any = engine.predict(model=model, data_path=source, ckpt_path=ckpt, return_predictions=True)
+        dataset = PredictDataset(source)
+        loader = DataLoader(dataset, batch_size=batch_size or cell.eval_batch_size, shuffle=False,
+                            collate_fn=dataset.collate_fn)
+        batches: Any = engine.predict(model=model, dataloaders=loader, ckpt_path=ckpt, return_predictions=True)
+    from adrun.samples import thresholds
+
+    _, own_image, own_pixel = thresholds(model)
+    source_name = "--threshold" if threshold is not None else "the cell's own threshold"
+    image_t = threshold if threshold is not None else own_image
+    pixel_t = threshold if threshold is not None else own_pixel
     rows = []
     for batch in batches or []:
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
-            label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
             # Mirror the input's folders: test/good/000.png and test/hole/000.png must not
             # share one 000_anomaly.png (nor point two rows of scores.csv at it).
             image = Path(path)
@@ -453,14 +489,36 @@ def predict(run: Path, source: Path, out: Path | None = None) -> Path:
             overlay = out / rel.parent / f"{rel.stem}_anomaly.png"
             overlay.parent.mkdir(parents=True, exist_ok=True)
             write_overlay(image, batch.anomaly_map[i], overlay)
-            rows.append({"path": str(path), "image_score": score, "pred_label": label,
-                         "overlay": overlay.relative_to(out).as_posix()})
+            row = {"path": str(path), "image_score": score,
+                   "pred_label": None if image_t is None else score > image_t,
+                   "overlay": overlay.relative_to(out).as_posix()}
+            if masks:
+                mask = out / rel.parent / f"{rel.stem}_mask.png"
+                amap = batch.anomaly_map[i].detach().float().cpu()
+                # Without any threshold there is no mask to draw: an all-black one would claim "normal".
+                if pixel_t is not None:
+                    write_mask(image, amap > pixel_t, mask)
+                row["mask"] = mask.relative_to(out).as_posix() if pixel_t is not None else ""
+            rows.append(row)
     import pandas as pd
 
     from adrun.records import atomic_write_text
 
     atomic_write_text(out / "scores.csv", pd.DataFrame(rows).to_csv(index=False))
-    return out
+    anomalous = None if image_t is None else sum(bool(r["pred_label"]) for r in rows)
+    return Predictions(out, len(rows), anomalous, image_t, source_name, masks and pixel_t is not None)
+
+
+def write_mask(image_path: Path, mask, target: Path) -> None:
+    """A predicted mask as a black-and-white PNG at the image's own size."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image_path) as image:
+        size = image.size
+    array = (np.asarray(mask.numpy(), dtype=bool).squeeze() * 255).astype("uint8")
+    picture = Image.fromarray(array).resize(size, Image.Resampling.NEAREST)
+    atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def write_overlay(image_path: Path, anomaly_map, target: Path) -> None:

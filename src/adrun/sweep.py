@@ -19,14 +19,14 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adrun import data, preflight
 from adrun.backends import Backend, Event
 from adrun.config import Cell, Experiment, expand, experiment_dir
-from adrun.errors import ConfigError
+from adrun.errors import AdrunError, ConfigError, DataError
 from adrun.models import spec_of
 from adrun.records import RECORD, now, run_dir, write_plan
 
@@ -69,19 +69,63 @@ def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = N
     """
     exp_dir = experiment_dir(experiment, smoke)
     _check_output(exp_dir, data.dataset_root(experiment.data, exp_dir))
-    root, categories = data.prepare(experiment, exp_dir, verify_images)
+    try:
+        root, categories = data.prepare(experiment, exp_dir, verify_images)
+    except DataError as exc:
+        # The weights, teacher and imagenette may be missing too: name them in the same
+        # round, as doctor does, rather than one problem per attempt.
+        raise DataError("\n".join(_with_model_problems(experiment, str(exc), smoke, only))) from None
     cells = planned = expand(experiment, categories, smoke=smoke)
     for cell in cells:
         run_dir(exp_dir, cell.folder)  # every folder is checked before anything is written
-    if only:
-        cells = [c for c in cells if any(fnmatch(f"{c.label}/{c.category}", pattern) for pattern in only)]
-        if not cells:
-            raise ConfigError(f"--only {' '.join(only)}: matches no cell; cells are named <label>/<category>")
+    cells = select(cells, only)
     broken = [p for cell in cells for p in spec_of(cell.model).cell_problems(cell)]
     if broken:
         raise ConfigError("\n".join(dict.fromkeys(broken)))
     preflight.require(experiment, cells, root)
     return Plan(experiment, exp_dir, root, cells, smoke, planned)
+
+
+def matches(cell: Cell, pattern: str) -> bool:
+    """Whether ``--only PATTERN`` picks ``cell``.
+
+    PATTERN is ``<label>/<category>`` or just ``<label>``. The label part is taken
+    literally first (grid labels hold ``[``, a glob character), then as a glob against
+    the label and against the model's name, so ``<model>/t*`` picks every such
+    grid cell on tile.
+    """
+    label, _, category = pattern.rpartition("/") if "/" in pattern else (pattern, "", "*")
+    label_ok = label == cell.label or fnmatchcase(cell.label, label) or fnmatchcase(cell.model.name, label)
+    return label_ok and (category == cell.category or fnmatchcase(cell.category, category))
+
+
+def select(cells: list[Cell], only: list[str] | None) -> list[Cell]:
+    """The cells ``--only`` picks (all without it); none picked is a ``ConfigError`` listing the names."""
+    if not only:
+        return cells
+    picked = [c for c in cells if any(matches(c, pattern) for pattern in only)]
+    if not picked:
+        names = list(dict.fromkeys(f"{c.label}/{c.category}" for c in cells))  # once, however many seeds
+        more = f" (and {len(names) - 20} more)" if len(names) > 20 else ""
+        raise ConfigError(f"--only {' '.join(only)}: matches no cell; the cells are {', '.join(names[:20])}{more}")
+    return picked
+
+
+def _with_model_problems(experiment: Experiment, data_problems: str, smoke: bool, only: list[str] | None) -> list[str]:
+    """The dataset's problems, then what the cells' models miss (weights, teacher, imagenette)."""
+    lines = data_problems.splitlines()
+    categories = experiment.data.categories
+    # Without a dataset, "all" cannot be expanded; the model checks need one cell per model.
+    names = ["all"] if categories == "all" else list(categories)
+    try:
+        cells = expand(experiment, names, smoke=smoke)
+        cells = select(cells, only)
+    except AdrunError:
+        return lines
+    reports = preflight.check_cells(cells, data.dataset_root(experiment.data, experiment_dir(experiment, smoke)),
+                                    experiment._source)
+    models = [p for r in reports for name, c in r.checks.items() if name != "dataset" for p in c.problems]
+    return list(dict.fromkeys([*lines, *models]))
 
 
 def _check_output(exp_dir: Path, root: Path) -> None:
@@ -164,6 +208,39 @@ def backend_for(name: str, jobs: int = 1, address: str | None = None, cluster: C
     from adrun.backends.serial import SerialBackend
 
     return SerialBackend()
+
+
+def _wall_seconds(record: dict[str, Any]) -> float | None:
+    """A cell's wall time from its record: start to end (build, fit, test, sample grid)."""
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
+                ).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        total = (record.get("seconds") or {}).get("total")
+        return float(total) if isinstance(total, int | float) else None
+
+
+def estimate(the_plan: Plan, force: bool = False) -> tuple[float, int, int]:
+    """What the cells about to run took last time: (seconds, cells with such a record, cells to run).
+
+    Only a successful record with the cell's own key counts: same settings, same adrun.
+    """
+    seconds, known, todo = 0.0, 0, 0
+    for cell in the_plan.cells:
+        if not force and is_done(cell, the_plan.exp_dir):
+            continue
+        todo += 1
+        try:
+            record = _record_of(cell, the_plan.exp_dir)
+        except (OSError, json.JSONDecodeError):
+            continue
+        took = _wall_seconds(record) if record.get("status") == "success" and record.get("key") == cell.key else None
+        if took is not None:
+            seconds += took
+            known += 1
+    return seconds, known, todo
 
 
 def execute(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adrun.errors import WeightsError
+from adrun.wording import plural
 
 SUFFIXES = (".pth", ".pt", ".safetensors")
 # Wrappers that training scripts put around a state dict ({"state_dict": {...}}).
@@ -79,11 +80,11 @@ def state_diff(state: Mapping[str, Any], expected: Mapping[str, Any], optional: 
     ]
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:2])})")
+        parts.append(f"{plural(len(missing), 'missing key')} (e.g. {', '.join(missing[:2])})")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:2])})")
+        parts.append(f"{plural(len(unexpected), 'unexpected key')} (e.g. {', '.join(unexpected[:2])})")
     if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+        parts.append(f"{plural(len(shapes), 'shape mismatch', 'shape mismatches')} (e.g. {shapes[0]})")
     return parts
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from adrun.backends.base import Event, Interrupts, Record, Report, dead_record, run_one
 from adrun.errors import ClusterError, WireError, from_wire
 from adrun.records import atomic_write_text, now, run_dir, write_record
+from adrun.wording import plural
 
 if TYPE_CHECKING:
     from adrun.config import Cell
@@ -86,7 +87,8 @@ class Cluster:
     def summary(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
         gpus = sum(n.gpus for n in self.nodes)
-        return f"ray cluster {self.address}: {len(self.nodes)} nodes, {cpus:g} CPUs, {gpus:g} GPUs"
+        return (f"ray cluster {self.address}: {plural(len(self.nodes), 'node')}, {plural(cpus, 'CPU')}, "
+                f"{plural(gpus, 'GPU')}")
 
 
 def alive_nodes() -> list[Node]:

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 # IMAGENETTE_DOWNLOAD_INFO). Only the hosts matter here: they are probed.
 TEACHER_URL = "https://github.com/open-edge-platform/anomalib/releases/download/efficientad_pretrained_weights/"
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz"
-# torchvision's ImageFolder (what EfficientAd reads imagenet_dir with) accepts these.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 # Smaller inputs crash inside its autoencoder, which decodes to a fixed 256 px.
 MIN_IMAGE_SIZE = 256
 
@@ -108,7 +106,8 @@ class EfficientAdSpec(ModelSpec):
 
     def notes(self, cfg: EfficientAdConfig) -> list[str]:
         if cfg.teacher == "random":
-            return ["uses a random teacher: fit for smoke tests only."]
+            return ["uses a random teacher (teacher: random): fit for smoke tests only, not what EfficientAd does "
+                    "with its real one."]
         return []
 
     def downloads(self, cfg: EfficientAdConfig) -> list[Download]:
@@ -174,7 +173,7 @@ def _has_class_folder(folder: Path) -> bool:
     """ImageFolder's layout: a class subfolder with an image somewhere below it."""
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         for _, _, files in os.walk(sub):
-            if any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in files):
+            if any(Path(f).suffix.lower() in checks.IMAGE_SUFFIXES for f in files):
                 return True
     return False
 
