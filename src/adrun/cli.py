@@ -761,7 +761,7 @@ class _Command(TyperCommand):
         for param in self.params:
             if isinstance(param, TyperArgument):
                 param.metavar = param.metavar or param.name.upper()
-                param.display_type_rich = lambda ctx: None  # the name says it: CONFIG, RUN, OUT
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]  # CONFIG, RUN, OUT say it
             elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
                 param.metavar = OPTION_METAVARS.get(param.opts[0]) or _type_metavar(param)
 
@@ -769,7 +769,7 @@ class _Command(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+                pieces.append(str(param.metavar) if param.required else f"[{param.metavar}]")
             else:
                 pieces.extend(param.get_usage_pieces(ctx))
         return pieces

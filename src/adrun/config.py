@@ -540,7 +540,7 @@ _EXPECTED = {
 }
 
 
-def _union_line(where: str, errs: list[dict]) -> str:
+def _union_line(where: str, errs: list[Any]) -> str:
     """One line for every branch of a union rejecting a value: what it takes, what it got."""
     wanted = [_EXPECTED.get(e["type"]) or e["msg"].removeprefix("Input should be ") for e in errs]
     got = errs[0].get("input")
@@ -550,7 +550,7 @@ def _union_line(where: str, errs: list[dict]) -> str:
 def _render(exc: ValidationError, schema: type[BaseModel]) -> list[str]:
     """One readable line per pydantic error, with the closest valid key for typos."""
     lines: list[str] = []
-    unions: dict[str, list[dict]] = {}
+    unions: dict[str, list[Any]] = {}  # pydantic's ErrorDetails of each union's branches
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         # Drop the discriminator tags pydantic inserts for the model union (the model names).

@@ -71,7 +71,7 @@ def states(exp_dir: Path, cells=None) -> tuple[list[CellState], str | None]:
     for record in read_records(exp_dir):
         where = (record.get("label"), record.get("category"), record.get("seed"))
         seen.add(where)
-        state = STATES.get(record.get("status"), str(record.get("status")))
+        state = STATES.get(str(record.get("status")), str(record.get("status")))
         if against is not None:
             if where not in wanted:
                 state = "not in config" if against == "config" else "not in plan"
