@@ -109,6 +109,12 @@ def _metrics(results: list[dict], cell: Cell) -> dict[str, float]:
     return {m.name: merged[m.name] for m in cell.metrics if m.name in merged}
 
 
+def _anomalib_class(datamodule) -> str:
+    """The anomalib datamodule under adrun's guards (``anomalib.data.Visa``): which reader and split ran."""
+    base = next((c for c in type(datamodule).__mro__ if c.__module__.startswith("anomalib.")), type(datamodule))
+    return f"anomalib.data.{base.__name__}"
+
+
 NO_MASKS = "not available: the test set has no ground-truth masks"
 
 
@@ -269,6 +275,7 @@ def run_cell(
             status="success",
             metrics=_metrics(results, cell),
             unavailable=_unavailable(results, cell, datamodule),
+            datamodule=_anomalib_class(datamodule),
             metric_settings=_metric_settings(cell),
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
             timing=cost,

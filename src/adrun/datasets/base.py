@@ -69,10 +69,15 @@ class DatasetSpec:
         cls = guarded(self.datamodule_class(root, category, data), smoke)
         datamodule = cls(**self.arguments(root, category, data), **common)
         datamodule.adrun_folder = self.folder(root, category)
-        datamodule.adrun_title = self.title
-        datamodule.adrun_fetchable = self.fetchable
+        datamodule.adrun_gone_hint = self.gone_hint()
         datamodule.adrun_pandas_fix = self.pandas_fix
         return datamodule
+
+    def gone_hint(self) -> str:
+        """The end of the line a cell fails with when its dataset vanished mid-sweep."""
+        if self.fetchable:
+            return f"adrun downloads {self.title} only through `adrun fetch`"
+        return f"adrun never downloads {self.title}"
 
     def download(self, root: Path, category: str) -> Callable[[], None] | None:
         """What ``adrun fetch`` runs to get ``category`` into ``root`` (anomalib's own download), or None."""
@@ -122,18 +127,15 @@ class Guarded:
     """
 
     adrun_folder: Path
-    adrun_title: str = ""
-    adrun_fetchable: bool = False
+    adrun_gone_hint: str = ""
     adrun_pandas_fix: bool = False
 
     def prepare_data(self) -> None:
         folder = Path(self.adrun_folder)
         if not folder.is_dir():
-            how = (f"adrun downloads {self.adrun_title} only through `adrun fetch`" if self.adrun_fetchable
-                   else f"adrun never downloads {self.adrun_title}")
             raise DatasetMissing(
                 f"{folder} is gone (moved, deleted or unmounted since the sweep began); restore it and run the "
-                f"same command again to resume ({how})"
+                f"same command again to resume ({self.adrun_gone_hint})"
             )
 
     def _setup(self, _stage: str | None = None) -> None:
