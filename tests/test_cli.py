@@ -228,6 +228,7 @@ def test_missing_category_folder_names_it(tmp_path):
     for folder in ("train/good", "test/good", "test/crack"):
         (root / "tile" / folder).mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(root / "tile" / folder / "000.png")
+    (root / "tile" / "ground_truth").mkdir()  # masks, but none for crack (no ground_truth/ at all: image-level)
     raw = tiny_raw(tmp_path / "r", format="mvtec", root=str(root), categories=["tile", "wood"])
     result = runner.invoke(app, ["sweep", str(write_yaml(tmp_path / "c.yaml", raw))])
     assert result.exit_code == 2

@@ -36,7 +36,8 @@ def test_every_shipped_config_validates(path):
          "models.0.coreset_sampling_ratio: Input should be a valid number, unable to parse string as a number (got 'lots')"),
         (with_(**{"data.fromat": "mvtec"}), "data.fromat: unknown key; did you mean 'format'?"),
         (with_(**{"data.format": "coco"}),
-         "data.format: Input should be 'mvtec', 'folder' or 'synthetic' (got 'coco')"),
+         "data.format: unknown data format; choose one of mvtec, mvtec_ad2, mvtec_loco, visa, btech, mpdd, "
+         "kolektor, realiad, folder, synthetic (got 'coco')"),
         (with_(**{"seed": "abc"}), "seed: expected an integer or {grid: [0, 1, 2]} (got 'abc')"),
         (with_(**{"models.0.name": "efficient_ad", "models.0.image_size": 128}),
          "models.0.image_size: must be at least 256 for efficient_ad (its autoencoder decodes to 256 px) (got 128)"),

@@ -252,7 +252,9 @@ def test_fetch_downloads_what_is_missing_with_the_libraries_own_code(tmp_path, m
     monkeypatch.setattr(backbone, "download", lambda name: calls.append(("timm", name)))
     monkeypatch.setattr(efficient_ad, "_download_teacher", lambda: calls.append(("anomalib", "teacher")))
     monkeypatch.setattr(efficient_ad, "_download_imagenette", lambda folder: calls.append(("anomalib", str(folder))))
-    monkeypatch.setattr(fetch, "_mvtec", lambda root, category: calls.append(("mvtec", category)))
+    from adrun.datasets import mvtec
+
+    monkeypatch.setattr(mvtec.MVTec, "download", lambda self, root, category: lambda: calls.append(("mvtec", category)))
     seen = []
     fetch.fetch(experiment, with_data=False, on_item=lambda item, status: seen.append((item.kind, status)))
     assert calls == [("timm", "wide_resnet50_2.tv_in1k"), ("anomalib", "teacher"),

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from adrun import __version__
+from adrun.datasets import FORMAT_NAMES
 from adrun.errors import ConfigError
 from adrun.models import MODEL_NAMES, ModelConfig, spec
 from adrun.schema import NAME_PATTERN, TrainerConfig
@@ -68,19 +69,27 @@ class SyntheticConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["mvtec", "folder", "synthetic"] = "mvtec"
+    # One of adrun.datasets.FORMATS: each format's layout, checks and anomalib datamodule live there.
+    format: str = "mvtec"
     # For format synthetic, root defaults to <output>/<name>/data (generated there).
     root: Path | None = None
     categories: list[str] | Literal["all"] = Field(default_factory=lambda: ["tile", "leather", "grid"])
     train_batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     num_workers: int = Field(4, ge=0)
-    # Image extensions read by format folder (mvtec reads .png only, as anomalib does).
+    # Image extensions read by format folder (the others read what their anomalib reader reads).
     extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"])
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     # A category with no test/good images: anomalib then moves 20% of train/good into the
     # test set (seeded). adrun refuses that unless asked, and the record keeps the choice.
     test_good_from_train: bool = False
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value):
+        if value not in FORMAT_NAMES:
+            raise _unknown("data format", value, FORMAT_NAMES)
+        return value
 
     @field_validator("categories")
     @classmethod

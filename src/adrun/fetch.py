@@ -3,29 +3,20 @@
 Run on a machine with internet; then copy the caches (docs/offline.md says which
 folders) to the offline machine. Everything lands where a run looks first: the
 Hugging Face hub cache (timm backbones), anomalib's ``pre_trained`` cache, the model
-entries' extra data folders and ``data.root``. What each model needs comes from its spec.
+entries' extra data folders and ``data.root`` (each format's download from its spec
+in ``adrun.datasets``). What each model needs comes from its spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from adrun import checks, data
 from adrun.checks import Download
 from adrun.config import Experiment, experiment_dir, model_entries
+from adrun.datasets import format_spec
 from adrun.errors import WeightsError
 from adrun.models import spec_of
-
-
-def _mvtec(root: Path, category: str) -> None:
-    from anomalib.data import MVTecAD
-
-    MVTecAD(root=root, category=category).prepare_data()
-
-
-def _mvtec_download(root: Path, category: str) -> Callable[[], None]:
-    return lambda: _mvtec(root, category)
 
 
 def items(experiment: Experiment, with_data: bool = True) -> list[Download]:
@@ -41,10 +32,14 @@ def items(experiment: Experiment, with_data: bool = True) -> list[Download]:
     for _, model in model_entries(experiment):
         for item in spec_of(model).downloads(model):
             add(item)
-    if with_data and experiment.data.format == "mvtec" and experiment.data.categories != "all":
+    dataset = format_spec(experiment.data.format)
+    if with_data and dataset.fetchable and experiment.data.categories != "all":
+        # anomalib's own download of the format (its datamodule's prepare_data), into data.root.
         root = data.dataset_root(experiment.data, experiment_dir(experiment))
         for category in experiment.data.categories:
-            add(Download("dataset", category, root, (root / category).is_dir(), _mvtec_download(root, category)))
+            download = dataset.download(root, category)
+            if download is not None:
+                add(Download("dataset", category, root, dataset.folder(root, category).is_dir(), download))
     return out
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from adrun import checks, data
 from adrun.checks import Check
 from adrun.config import Cell, Experiment, expand, experiment_dir
+from adrun.datasets import format_spec
 from adrun.errors import DataError, WeightsError
 from adrun.models import SPECS, spec_of
 
@@ -46,7 +47,8 @@ def _dataset(cell: Cell, root: Path) -> Check:
         if not (root / cell.category).is_dir():
             return Check(True, "synthetic (made at run time)")
     problems = data.layout_problems(root, cell.category, cell.data)
-    state = "found" if not problems else "problems" if (root / cell.category).is_dir() else "missing"
+    folder = format_spec(cell.data.format).folder(root, cell.category)
+    state = "found" if not problems else "problems" if folder.is_dir() else "missing"
     return Check(not problems, state, tuple(problems))
 
 

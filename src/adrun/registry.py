@@ -11,93 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from anomalib.callbacks.checkpoint import ModelCheckpoint
-from anomalib.data import Folder, MVTecAD
 from anomalib.engine import Engine
 from anomalib.metrics import AUPR, AUPRO, AUROC, Evaluator, F1Max, F1Score
 
 from adrun.config import Cell, MetricConfig
-from adrun.data import extensions
-from adrun.errors import DatasetMissing
+from adrun.datasets import format_spec
 from adrun.models import spec
 
 # --------------------------------------------------------------------------- data
 
 
-class _SmokeSubset:
-    """Trims the datasets after anomalib's own setup: the ``--smoke`` tiny subset."""
-
-    smoke_n_train: int = 4
-    smoke_n_test_per_label: int = 1
-    train_data: Any  # anomalib's datamodule sets both in its own _setup
-    test_data: Any
-
-    def _setup(self, _stage: str | None = None) -> None:
-        super()._setup(_stage)  # type: ignore[misc]
-        train = self.train_data.samples
-        self.train_data.samples = train.head(self.smoke_n_train).reset_index(drop=True)
-        test = self.test_data.samples
-        # A few images of every label folder (good and each defect) keep AUROC defined.
-        folder = test.image_path.map(lambda p: Path(p).parent.name)
-        picked = test.groupby(folder, sort=True, group_keys=False).head(self.smoke_n_test_per_label)
-        self.test_data.samples = picked.reset_index(drop=True)
-
-
-class _NoDownload:
-    """MVTecAD downloads the whole dataset when the category folder is missing: never here.
-
-    ``adrun fetch`` is the one command that downloads. A dataset that vanished after the
-    preflight (moved, deleted, unmounted) fails its cell with one line instead.
-    """
-
-    def prepare_data(self) -> None:
-        folder = Path(self.root) / self.category  # type: ignore[attr-defined]
-        if not folder.is_dir():
-            raise DatasetMissing(
-                f"{folder} is gone (moved, deleted or unmounted since the sweep began); restore it and run the "
-                "same command again to resume (adrun downloads MVTec AD only through `adrun fetch`)"
-            )
-
-
-class AdrunMVTecAD(_NoDownload, MVTecAD):
-    pass
-
-
-class SmokeMVTecAD(_SmokeSubset, AdrunMVTecAD):
-    pass
-
-
-class SmokeFolder(_SmokeSubset, Folder):
-    pass
-
-
 def build_datamodule(cell: Cell, root: Path) -> Any:
-    cls: type[Any]
-    datamodule: Any
+    """The format's anomalib datamodule (``adrun.datasets``): no download, ``--smoke`` trimming."""
     common: dict[str, Any] = {
         "train_batch_size": cell.train_batch_size,
         "eval_batch_size": cell.eval_batch_size,
         "num_workers": cell.data.num_workers,
         "seed": cell.seed,
     }
-    if cell.data.format == "folder":
-        base = Path(root) / cell.category
-        defects = sorted(p.name for p in (base / "test").iterdir() if p.is_dir() and p.name != "good")
-        cls = SmokeFolder if cell.smoke else Folder
-        datamodule = cls(
-            name=cell.category,
-            root=base,
-            normal_dir="train/good",
-            normal_test_dir="test/good",
-            abnormal_dir=[f"test/{d}" for d in defects],
-            mask_dir=[f"ground_truth/{d}" for d in defects] if (base / "ground_truth").is_dir() else None,
-            extensions=extensions(cell.data),  # type: ignore[arg-type]  # anomalib annotates a 1-tuple
-            # Validate on the test set, as MVTecAD does; Folder's default would halve it.
-            val_split_mode="same_as_test",
-            **common,
-        )
-    else:  # mvtec and synthetic share the MVTec AD layout
-        cls = SmokeMVTecAD if cell.smoke else AdrunMVTecAD
-        datamodule = cls(root=root, category=cell.category, **common)
+    datamodule = format_spec(cell.data.format).build(Path(root), cell.category, cell.data, common, cell.smoke)
     if cell.smoke:
         datamodule.smoke_n_train = cell.smoke_settings.n_train
         datamodule.smoke_n_test_per_label = cell.smoke_settings.n_test_per_label

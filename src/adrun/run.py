@@ -111,6 +111,28 @@ def _metrics(results: list[dict], cell: Cell) -> dict[str, float]:
     return {m.name: merged[m.name] for m in cell.metrics if m.name in merged}
 
 
+def _anomalib_class(datamodule) -> str:
+    """The anomalib datamodule under adrun's guards (``anomalib.data.Visa``): which reader and split ran."""
+    base = next((c for c in type(datamodule).__mro__ if c.__module__.startswith("anomalib.")), type(datamodule))
+    return f"anomalib.data.{base.__name__}"
+
+
+NO_MASKS = "not available: the test set has no ground-truth masks"
+
+
+def _unavailable(results: list[dict], cell: Cell, datamodule) -> dict[str, str]:
+    """The pixel metrics asked for that anomalib could not compute because there are no masks.
+
+    adrun's pixel metrics are not strict (registry.build_metric): on an image-labels-only
+    dataset anomalib skips them, and the record says so instead of leaving them out.
+    """
+    task = getattr(getattr(datamodule, "test_data", None), "task", None)
+    if getattr(task, "value", task) != "classification":
+        return {}
+    computed = {k for result in results or [] for k in result}
+    return {m.name: NO_MASKS for m in cell.metrics if m.name.startswith("pixel_") and m.name not in computed}
+
+
 def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
     # AUPRO's formula changed within anomalib's history (PR #3115): a value is only
     # comparable with the class, settings and anomalib version it was computed with.
@@ -251,6 +273,8 @@ def run_cell(
         record.update(
             status="success",
             metrics=_metrics(results, cell),
+            unavailable=_unavailable(results, cell, datamodule),
+            datamodule=_anomalib_class(datamodule),
             metric_settings=_metric_settings(cell),
             seconds={"fit": round(fit_s, 3), "test": round(test_s, 3), "total": round(fit_s + test_s, 3)},
             timing=cost,

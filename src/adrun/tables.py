@@ -25,6 +25,8 @@ from adrun.records import atomic_write_text, read_plan, read_record_at, read_rec
 
 # Written even before any cell succeeded; every other metric key of the records gets its table too.
 FIRST = ("pixel_AUROC", "image_AUROC")
+# What a table shows for a metric a cell's records say cannot be computed (no masks).
+NOT_AVAILABLE = "n/a"
 # Why a record on disk is not in the tables, in the order they are told.
 REASONS = ("other seed", "other settings", "other category", "other model")
 
@@ -127,6 +129,9 @@ class MetricTable:
     n: pd.DataFrame
     seeds: list[int]
     experiment: str | None = None
+    # (category, label) cells whose records say the metric cannot be computed (no masks):
+    # shown as "n/a", not as a missing value. The mean row is n/a where every category is.
+    unavailable: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def title(self) -> str:
@@ -141,7 +146,7 @@ class MetricTable:
         """``0.961 ± 0.004``, ``0.961`` (one seed) or ``–``; ``(n=2)`` where n differs from the usual."""
         mean, std, n = self.mean.loc[category, label], self.std.loc[category, label], self.n.loc[category, label]
         if pd.isna(mean):
-            return "–"
+            return NOT_AVAILABLE if (category, label) in self.unavailable else "–"
         out = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
         usual = self.usual_n()
         if show_n or (show_n is None and category != "mean" and int(n) != usual):
@@ -198,7 +203,13 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
     seeds = sorted({r["seed"] for r in records if isinstance(r.get("seed"), int)})
     if selection.plan:
         seeds = sorted({c["seed"] for c in selection.plan["cells"]})
-    return MetricTable(metric, mean, std, n, seeds, selection.experiment)
+    unavailable = {(r["category"], r["label"]) for r in selection.records
+                   if r.get("status") == "success" and metric in (r.get("unavailable") or {})}
+    unavailable -= set(values)
+    for label in labels:
+        if categories and all((c, label) in unavailable for c in categories):
+            unavailable.add(("mean", label))
+    return MetricTable(metric, mean, std, n, seeds, selection.experiment, unavailable)
 
 
 def wide(records: list[dict], metric: str) -> pd.DataFrame:
@@ -208,7 +219,8 @@ def wide(records: list[dict], metric: str) -> pd.DataFrame:
 
 def metrics_of(selection: Selection) -> list[str]:
     """Every metric key among the shown records: pixel and image AUROC first, then as they come."""
-    found = [m for r in selection.records if r.get("status") == "success" for m in (r.get("metrics") or {})]
+    found = [m for r in selection.records if r.get("status") == "success"
+             for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})]]
     return list(dict.fromkeys([*FIRST, *found]))
 
 
@@ -228,7 +240,8 @@ def to_csv(table: MetricTable) -> str:
     """Wide CSV: per model label its mean, then ``<label> std`` and ``<label> n``."""
     out = pd.DataFrame(index=table.mean.index)
     for label in table.mean.columns:
-        out[label] = table.mean[label]
+        out[label] = [f"{v:.6f}" if not pd.isna(v) else NOT_AVAILABLE if (c, label) in table.unavailable else ""
+                      for c, v in table.mean[label].items()]
         out[f"{label} std"] = table.std[label]
         out[f"{label} n"] = table.n[label]
     return out.to_csv(float_format="%.6f")
@@ -318,13 +331,15 @@ def all_records(exp_dir: Path) -> pd.DataFrame:
     settings = [settings_of(r) for r in records]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     differing = [k for k in keys if len({s.get(k, "–") for s in settings}) > 1]
-    metrics = list(dict.fromkeys(m for r in records for m in (r.get("metrics") or {})))
+    metrics = list(dict.fromkeys(m for r in records
+                                 for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})]))
     rows = []
     for r, s in zip(records, settings, strict=True):
         row = {"label": r.get("label"), "category": r.get("category"), "seed": r.get("seed"),
                "status": r.get("status")}
         row.update({k: s.get(k, "–") for k in differing})
-        row.update({m: (r.get("metrics") or {}).get(m, math.nan) for m in metrics})
+        row.update({m: (r.get("metrics") or {}).get(m, NOT_AVAILABLE if m in (r.get("unavailable") or {}) else math.nan)
+                    for m in metrics})
         row["folder"] = r["folder"]
         rows.append(row)
     return pd.DataFrame(rows, columns=["label", "category", "seed", "status", *differing, *metrics, "folder"])
