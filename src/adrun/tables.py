@@ -112,6 +112,9 @@ def _reason(record: dict, plan: dict) -> str:
 # --------------------------------------------------------------------------- metric tables
 
 
+NOT_AVAILABLE = "n/a"
+
+
 @dataclass
 class MetricTable:
     """One metric, categories (then ``mean``) x model labels: mean, std and n over the seeds.
@@ -127,6 +130,9 @@ class MetricTable:
     n: pd.DataFrame
     seeds: list[int]
     experiment: str | None = None
+    # (category, label) cells whose runs succeeded without this metric: an image-only
+    # model, or data without masks. Shown as "n/a", apart from "–" (no finished run).
+    unavailable: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def title(self) -> str:
@@ -141,7 +147,7 @@ class MetricTable:
         """``0.961 ± 0.004``, ``0.961`` (one seed) or ``–``; ``(n=2)`` where n differs from the usual."""
         mean, std, n = self.mean.loc[category, label], self.std.loc[category, label], self.n.loc[category, label]
         if pd.isna(mean):
-            return "–"
+            return NOT_AVAILABLE if (category, label) in self.unavailable else "–"
         out = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
         usual = self.usual_n()
         if show_n or (show_n is None and category != "mean" and int(n) != usual):
@@ -156,13 +162,16 @@ class MetricTable:
 
     def footer(self) -> str:
         n = self.usual_n()
+        missing = (f" {NOT_AVAILABLE}: the run succeeded but gives no {metric_title(self.metric)} "
+                   "(an image-only model, or data without masks).") if self.unavailable else ""
         if not n:
-            return "No finished cell yet."
+            return ("No finished cell yet." if not missing else "No value in any cell." + missing)
         seeds = ", ".join(map(str, self.seeds))
         if len(self.seeds) <= 1:
-            return f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
+            return (f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
+                    + missing)
         return (f"Mean ± std over seeds {seeds} (n = {n} per cell unless marked); "
-                "the mean row averages the per-category means.")
+                "the mean row averages the per-category means." + missing)
 
     def strings(self) -> pd.DataFrame:
         """The table as display strings, same shape as ``mean``."""
@@ -198,7 +207,12 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
     seeds = sorted({r["seed"] for r in records if isinstance(r.get("seed"), int)})
     if selection.plan:
         seeds = sorted({c["seed"] for c in selection.plan["cells"]})
-    return MetricTable(metric, mean, std, n, seeds, selection.experiment)
+    without = {(r["category"], r["label"]) for r in selection.records
+               if r.get("status") == "success" and metric not in (r.get("metrics") or {})} - set(values)
+    for label in labels:  # the mean of a model that has the metric in no category
+        if all((c, label) in without for c in categories):
+            without.add(("mean", label))
+    return MetricTable(metric, mean, std, n, seeds, selection.experiment, frozenset(without))
 
 
 def wide(records: list[dict], metric: str) -> pd.DataFrame:
