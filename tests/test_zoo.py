@@ -119,3 +119,92 @@ def _plan_problems(tmp_path, entry, smoke=False, **data):
 def test_a_models_cell_rules_refuse_the_cell_before_it_runs(tmp_path, entry, data, smoke, expected):
     problems = _plan_problems(tmp_path, entry, smoke, **data)
     assert (expected in problems) if expected else problems == "", problems
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _resnet18_file(tmp_path, value=0.125):
+    import timm
+    import torch
+
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    state["conv1.weight"] = torch.full_like(state["conv1.weight"], value)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    return path
+
+
+# Where each model's backbone conv1 sits once built (the spec's backbone_at, then timm's net).
+CONV1 = {
+    "padim": "model.feature_extractor.feature_extractor.conv1",
+    "stfpm": "model.teacher_model.feature_extractor.conv1",
+    "fastflow": "model.feature_extractor.conv1",
+    "reverse_distillation": "model.encoder.feature_extractor.conv1",
+    "dfm": "model.feature_extractor.feature_extractor.conv1",
+    "dfkde": "model.feature_extractor.feature_extractor.conv1",
+    "cflow": "model.encoder.feature_extractor.conv1",
+    "uflow": "model.feature_extractor.feature_extractor.conv1",
+    "supersimplenet": "model.feature_extractor.feature_extractor.feature_extractor.conv1",
+    "cfa": "model.feature_extractor.conv1",
+}
+
+
+def _build(tmp_path, entry):
+    from functools import reduce
+
+    from adrun.models import spec
+
+    cfg = validate({"name": "x", "models": [entry]}).models[0]
+    model = spec(cfg.name).build(cfg, tmp_path, False)
+    return model, lambda path: reduce(getattr, path.split("."), model)
+
+
+@pytest.mark.parametrize("name", sorted(CONV1))
+def test_weights_file_loads_into_the_backbone_without_the_network(tmp_path, monkeypatch, name):
+    """Also for backbones anomalib hard-codes as pretrained: built untrained, then the file (weights_only)."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("network touched")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    entry = {"name": name, "backbone": "resnet18", "weights": str(_resnet18_file(tmp_path)),
+             "image_size": 128 if name in ("cflow", "supersimplenet") else 64}
+    model, at = _build(tmp_path, entry)
+    assert float(at(CONV1[name]).weight.flatten()[0]) == 0.125
+    assert float(at(CONV1[name]).weight.std()) == 0.0
+    record = SPECS[name].sources(model_cfg := validate({"name": "x", "models": [entry]}).models[0])
+    assert record == {"backbone": f"file {model_cfg.weights.resolve()}"}
+
+
+@pytest.mark.parametrize("name", ["stfpm", "uflow", "supersimplenet", "cfa"])
+def test_pre_trained_false_builds_a_hard_coded_pretrained_backbone_offline(tmp_path, name):
+    # conftest makes the hub offline with an empty cache: a pretrained build would raise.
+    model, at = _build(tmp_path, {"name": name, "backbone": "resnet18", "pre_trained": False,
+                                  "image_size": 128 if name == "supersimplenet" else 64})
+    assert float(at(CONV1[name]).weight.std()) > 0  # random init, not a constant
+
+
+def test_cfa_loads_torchvisions_cached_file_itself_with_weights_only(tmp_path):
+    import torch
+    import torchvision
+
+    from adrun.models.cfa import hub_file
+
+    path = hub_file("resnet18")[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["conv1.weight"] = torch.full_like(state["conv1.weight"], 0.25)
+    torch.save(state, path)
+    model, at = _build(tmp_path, {"name": "cfa", "backbone": "resnet18", "image_size": 64})
+    assert float(at(CONV1["cfa"]).weight.flatten()[0]) == 0.25
+    # A pickle that is not a plain state dict is refused, never unpickled by torchvision.
+    torch.save({"conv1.weight": object()}, path)
+    with pytest.raises(AdrunError, match="cannot be read"):
+        _build(tmp_path, {"name": "cfa", "backbone": "resnet18", "image_size": 64})
+
+
+def test_draem_without_textures_builds_offline_from_an_empty_folder_of_its_own(tmp_path):
+    model, _ = _build(tmp_path, {"name": "draem", "dtd_dir": None, "image_size": 64})
+    folder = tmp_path / "draem-no-textures"
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert SPECS["draem"].downloads(validate({"name": "x", "models": [{"name": "draem"}]}).models[0])[0].present is False
