@@ -57,8 +57,8 @@ def test_the_zoo_smoke_sweep_runs_every_model_with_a_pixel_auroc_or_an_explicit_
     print(f"zoo smoke sweep: {len(records)} cells in {seconds:.0f} s")
 
 
-def test_adrun_models_lists_at_least_fifteen():
-    assert len(SPECS) >= 14  # patchcore, efficient_ad and the zoo's twelve; see test_models for each entry
+def test_adrun_models_lists_at_least_fifteen_models():
+    assert len(SPECS) >= 15  # patchcore, efficient_ad and the zoo's thirteen; see test_models for each entry
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
     assert result.output.count("  offline: ") == len(SPECS)
@@ -107,6 +107,8 @@ def _plan_problems(tmp_path, entry, smoke=False, **data):
     ({"name": "dfkde"}, {}, True, "this cell has 4; set n_pca_components: 4"),
     ({"name": "cflow", "image_size": 128, "train_batch_size": 2, "trainer": {"max_steps": 1}}, {}, False,
      "a batch of 2 at 128 px gives 32 at stride 32"),
+    ({"name": "fre", "backbone": "resnet18", "image_size": 64, "trainer": {"max_epochs": 1}}, {}, False,
+     "fre's input_dim 65536 does not match the pooled features of resnet18 layer3 at 64 px (1024)"),
     ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": 2}}, {}, False, ""),
     ({"name": "padim", "pre_trained": False}, {}, True, ""),
     # Preflight names the file to fetch for a hard-coded pretrained teacher (offline tests).
@@ -147,6 +149,7 @@ CONV1 = {
     "uflow": "model.feature_extractor.feature_extractor.conv1",
     "supersimplenet": "model.feature_extractor.feature_extractor.feature_extractor.conv1",
     "cfa": "model.feature_extractor.conv1",
+    "fre": "model.feature_extractor.feature_extractor.conv1",
 }
 
 
@@ -169,6 +172,8 @@ def test_weights_file_loads_into_the_backbone_without_the_network(tmp_path, monk
     monkeypatch.setattr(socket, "create_connection", no_network)
     entry = {"name": name, "backbone": "resnet18", "weights": str(_resnet18_file(tmp_path)),
              "image_size": 128 if name in ("cflow", "supersimplenet") else 64}
+    if name == "fre":
+        entry["input_dim"] = 1024
     model, at = _build(tmp_path, entry)
     assert float(at(CONV1[name]).weight.flatten()[0]) == 0.125
     assert float(at(CONV1[name]).weight.std()) == 0.0

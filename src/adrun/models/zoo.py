@@ -64,6 +64,13 @@ class ZooSpec(ModelSpec):
     # Layers a weights file must provide (for the check), read from this config key.
     layers_key: ClassVar[str] = "layers"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A timm backbone's weights and offline use read the same in every such spec.
+        if issubclass(cls.__dict__.get("config", ModelBase), backbone.BackboneKeys):
+            cls.weights = cls.__dict__.get("weights", backbone.WEIGHTS)
+            cls.offline = cls.__dict__.get("offline", backbone.OFFLINE)
+
     def anomalib(self) -> type[Any]:
         import importlib
 

@@ -95,7 +95,6 @@ class CfaSpec(zoo.ZooSpec):
     config = CfaConfig
     summary = "coupled-hypersphere feature adaptation (Lee et al. 2022); torchvision backbone"
     weights = "torchvision backbone (torch hub cache, loaded weights_only), or weights: FILE"
-    offline = backbone.OFFLINE
 
     def building(self, cfg: CfaConfig) -> contextlib.AbstractContextManager:
         return torchvision_backbone(state(cfg))

@@ -35,8 +35,6 @@ class CflowSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Cflow"
     config = CflowConfig
     summary = "conditional normalizing flows (Gudovskiy et al. 2022)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "encoder"
 
     def cell_problems(self, cell: Any) -> list[str]:

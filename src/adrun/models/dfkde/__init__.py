@@ -28,8 +28,6 @@ class DfkdeSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Dfkde"
     config = DfkdeConfig
     summary = "kernel density estimate of deep features; image scores only"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor"
     forced_epochs = 1
 

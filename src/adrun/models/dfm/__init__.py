@@ -26,8 +26,6 @@ class DfmSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Dfm"
     config = DfmConfig
     summary = "PCA of deep features, feature-reconstruction scores (Ahuja et al. 2019)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor"
     layers_key = "layer"
     forced_epochs = 1

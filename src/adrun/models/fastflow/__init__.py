@@ -39,8 +39,6 @@ class FastflowSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Fastflow"
     config = FastflowConfig
     summary = "2D normalizing flows on backbone features (Yu et al. 2021)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor"
 
 

@@ -35,8 +35,6 @@ class PadimSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Padim"
     config = PadimConfig
     summary = "multivariate Gaussian per patch, Mahalanobis scores (Defard et al. 2021)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor"
     forced_epochs = 1
 

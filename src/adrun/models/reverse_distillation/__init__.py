@@ -35,8 +35,6 @@ class ReverseDistillationSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.ReverseDistillation"
     config = ReverseDistillationConfig
     summary = "one-class embedding, reverse distillation from a frozen encoder (Deng & Li 2022)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "encoder"
 
 

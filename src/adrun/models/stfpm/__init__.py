@@ -25,7 +25,6 @@ class StfpmSpec(zoo.ZooSpec):
     config = StfpmConfig
     summary = "student-teacher feature pyramid matching (Wang et al. 2021)"
     weights = "teacher: " + backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "teacher_model"
     hard_coded_pretrained = True
 

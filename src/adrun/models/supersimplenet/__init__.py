@@ -29,8 +29,6 @@ class SupersimplenetSpec(zoo.ZooSpec):
     anomalib_class = "anomalib.models.Supersimplenet"
     config = SupersimplenetConfig
     summary = "feature upscaling, synthetic anomalies, segmentation + classification head (Rolih et al. 2024)"
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor.feature_extractor"
     hard_coded_pretrained = True
 

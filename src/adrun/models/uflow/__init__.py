@@ -40,8 +40,6 @@ class UflowSpec(zoo.ZooSpec):
     config = UflowConfig
     summary = "U-shaped normalizing flow, a-contrario maps (Tailanian et al. 2024)"
     image_size = 448
-    weights = backbone.WEIGHTS
-    offline = backbone.OFFLINE
     backbone_at = "feature_extractor"
     hard_coded_pretrained = True
 
