@@ -101,7 +101,9 @@ def _plan_problems(tmp_path, entry, smoke=False, **data):
 @pytest.mark.parametrize(("entry", "data", "smoke", "expected"), [
     ({"name": "stfpm"}, {}, False, "stfpm trains until a schedule ends and none is set"),
     ({"name": "stfpm", "trainer": {"max_steps": 0}}, {}, False, "trainer.max_steps is 0"),
+    ({"name": "stfpm", "trainer": {"max_epochs": -1}}, {}, False, "stfpm trains until a schedule ends"),
     ({"name": "padim", "trainer": {"max_epochs": 3}}, {}, False, "padim trains 1 epoch(s)"),
+    ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": -1, "max_steps": 5}}, {}, False, ""),
     ({"name": "dfkde"}, {"synthetic": {"n_train": 8}}, False,
      "dfkde needs at least n_pca_components (16) training images and this cell has 8"),
     ({"name": "dfkde"}, {}, True, "this cell has 4; set n_pca_components: 4"),

@@ -143,18 +143,20 @@ def training_length(cell: Any, forced_epochs: int | None) -> list[str]:
     """The schedule's keys: a forced epoch count cannot be changed; a trained model needs a finite one."""
     trainer = cell.trainer
     name = cell.model.name
-    for key in ("max_epochs", "max_steps"):
-        value = getattr(trainer, key)
+    epochs = trainer.max_epochs if trainer.max_epochs != -1 else None  # -1: Lightning's "no epoch limit"
+    steps = trainer.max_steps if trainer.max_steps != -1 else None
+    for key, value in (("max_epochs", epochs), ("max_steps", steps)):
         if value is not None and value < 1:
-            return [f"{cell.label}: trainer.{key} is {value}; give {key} >= 1 on that model entry or in trainer:"]
+            return [f"{cell.label}: trainer.{key} is {value}; give {key} >= 1 (or -1 for no limit) on that model "
+                    "entry or in trainer:"]
     if forced_epochs is not None:
-        if trainer.max_epochs is not None and trainer.max_epochs != forced_epochs and not cell.smoke:
+        if epochs is not None and epochs != forced_epochs:
             return [f"{cell.label}: {name} trains {forced_epochs} epoch(s) (anomalib forces max_epochs: "
                     f"{forced_epochs}); drop trainer.max_epochs from that model entry"]
         return []
-    if trainer.max_epochs is None and trainer.max_steps is None:
+    if epochs is None and steps is None:
         return [f"{cell.label}: {name} trains until a schedule ends and none is set (Lightning would run 1000 "
-                "epochs); set trainer.max_epochs or trainer.max_steps on that model entry"]
+                "epochs, or forever with -1); set trainer.max_epochs or trainer.max_steps on that model entry"]
     return []
 
 
