@@ -160,11 +160,15 @@ def training_length(cell: Any, forced_epochs: int | None) -> list[str]:
     return []
 
 
-@functools.cache
+_CLASSES: dict[type[Any], type[Any]] = {}
+
+
 def _adrun_class(cls: type[Any]) -> type[Any]:
     """anomalib's class with adrun's one change: the evaluator comes from the config, never a checkpoint."""
-    return type(f"Adrun{cls.__name__}", (MetricsFromConfig, cls), {"__module__": __name__,
-                                                                   "__doc__": cls.__doc__})
+    if cls not in _CLASSES:  # one class per model, so checkpoints and isinstance checks agree
+        _CLASSES[cls] = type(f"Adrun{cls.__name__}", (MetricsFromConfig, cls),
+                             {"__module__": __name__, "__doc__": cls.__doc__})
+    return _CLASSES[cls]
 
 
 @contextlib.contextmanager

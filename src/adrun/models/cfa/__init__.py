@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class CfaConfig(backbone.BackboneKeys, zoo.SizeFloor):
     name: Literal["cfa"]
     # torchvision names (anomalib's cfa/torch_model.py SUPPORTED_BACKBONES, less efficientnet_b5, not implemented).
-    backbone: Literal["vgg19_bn", "resnet18", "wide_resnet50_2"] = "wide_resnet50_2"  # type: ignore[assignment]
+    backbone: Literal["vgg19_bn", "resnet18", "wide_resnet50_2"] = "wide_resnet50_2"
     gamma_c: int = Field(1, ge=1)
     gamma_d: int = Field(1, ge=1)
     num_nearest_neighbors: int = Field(3, ge=1)
@@ -76,8 +76,8 @@ def torchvision_backbone(loaded: dict | None) -> Iterator[None]:
 
     original = torch_model.get_feature_extractor
 
-    def get_feature_extractor(name: str, return_nodes: list[str]):
-        net = getattr(torchvision.models, name)(weights=None)
+    def get_feature_extractor(backbone: str, return_nodes: list[str]) -> Any:
+        net = getattr(torchvision.models, backbone)(weights=None)
         if loaded is not None:
             net.load_state_dict(loaded)
         return create_feature_extractor(model=net, return_nodes=return_nodes).eval()

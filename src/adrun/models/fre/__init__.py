@@ -30,7 +30,7 @@ def pooled_size(name: str, layer: str, image_size: int, kernel: int) -> int | No
 
     with torch.device("meta"):
         net = timm.create_model(name, pretrained=False, features_only=True)
-    for info in net.feature_info.info:
+    for info in net.feature_info.info:  # type: ignore[union-attr]
         if info["module"] == layer:
             side = image_size // info["reduction"] // kernel
             return int(info["num_chs"]) * side * side

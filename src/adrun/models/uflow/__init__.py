@@ -19,7 +19,7 @@ MCAIT = ("cait_m48_448", "cait_s24_224")  # what anomalib's uflow/feature_extrac
 
 class UflowConfig(backbone.BackboneKeys, zoo.SizeFloor):
     name: Literal["uflow"]
-    backbone: Literal["mcait", "resnet18", "wide_resnet50_2"] = "mcait"  # type: ignore[assignment]
+    backbone: Literal["mcait", "resnet18", "wide_resnet50_2"] = "mcait"
     flow_steps: int = Field(4, ge=1)
     affine_clamp: float = Field(2.0, gt=0)
     affine_subnet_channels_ratio: float = Field(1.0, gt=0)
