@@ -1,8 +1,9 @@
 """DFKDE (anomalib's ``Dfkde``): a Gaussian KDE over PCA-reduced pooled features, one per image.
 
-Image scores only (no anomaly map): pixel metrics are not available. The KDE needs at
-least ``n_pca_components`` training images; with fewer, anomalib silently leaves it
-unfitted and validation fails, so adrun refuses such a cell before it runs.
+Image scores only (no anomaly map): pixel metrics are not available. The KDE needs more
+training images than ``n_pca_components``: with fewer, anomalib silently leaves it
+unfitted and validation fails; with as many, the projected features' covariance is
+singular and its Cholesky fails (seen). adrun refuses such a cell before it runs.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ class DfkdeSpec(zoo.ZooSpec):
 
     def cell_problems(self, cell: Any) -> list[str]:
         n_train = train_images(cell)
-        if n_train is not None and n_train < cell.model.n_pca_components:
-            return [f"{cell.label}: dfkde needs at least n_pca_components ({cell.model.n_pca_components}) training "
-                    f"images and this cell has {n_train}; set n_pca_components: {n_train} or fewer on that model entry"]
+        if n_train is not None and n_train <= cell.model.n_pca_components:
+            return [f"{cell.label}: dfkde needs more training images than n_pca_components "
+                    f"({cell.model.n_pca_components}) and this cell has {n_train}; set n_pca_components: "
+                    f"{max(n_train - 1, 1)} or fewer on that model entry"]
         return super().cell_problems(cell)
 
 
