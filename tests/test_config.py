@@ -8,6 +8,7 @@ from conftest import CONFIGS
 
 from adrun.config import apply_overrides, expand, experiment_dir, load_experiment, model_entries, validate
 from adrun.errors import ConfigError
+from adrun.models import MODEL_NAMES
 
 BASE = {"name": "x", "data": {"format": "synthetic"}, "models": [{"name": "patchcore"}]}
 
@@ -31,7 +32,8 @@ def test_every_shipped_config_validates(path):
         (with_(**{"models.0.coreset_sampling_ratoi": 0.1}),
          "models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
         (with_(**{"models.0.name": "patchcor"}),
-         "models.0.name: unknown model 'patchcor' (did you mean 'patchcore'?); choose one of patchcore, efficient_ad"),
+         "models.0.name: unknown model 'patchcor' (did you mean 'patchcore'?); choose one of "
+         + ", ".join(MODEL_NAMES)),
         (with_(**{"models.0.coreset_sampling_ratio": "lots"}),
          "models.0.coreset_sampling_ratio: Input should be a valid number, unable to parse string as a number (got 'lots')"),
         (with_(**{"data.fromat": "mvtec"}), "data.fromat: unknown key; did you mean 'format'?"),

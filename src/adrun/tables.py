@@ -25,7 +25,7 @@ from adrun.records import atomic_write_text, read_plan, read_record_at, read_rec
 
 # Written even before any cell succeeded; every other metric key of the records gets its table too.
 FIRST = ("pixel_AUROC", "image_AUROC")
-# What a table shows for a metric a cell's records say cannot be computed (no masks).
+# What a table shows where a run succeeded without the metric (an image-only model, or no masks).
 NOT_AVAILABLE = "n/a"
 # Why a record on disk is not in the tables, in the order they are told.
 REASONS = ("other seed", "other settings", "other category", "other model")
@@ -129,9 +129,9 @@ class MetricTable:
     n: pd.DataFrame
     seeds: list[int]
     experiment: str | None = None
-    # (category, label) cells whose records say the metric cannot be computed (no masks):
-    # shown as "n/a", not as a missing value. The mean row is n/a where every category is.
-    unavailable: set[tuple[str, str]] = field(default_factory=set)
+    # (category, label) cells whose runs succeeded without this metric: an image-only
+    # model, or data without masks. Shown as "n/a", apart from "–" (no finished run).
+    unavailable: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def title(self) -> str:
@@ -161,13 +161,16 @@ class MetricTable:
 
     def footer(self) -> str:
         n = self.usual_n()
+        missing = (f" {NOT_AVAILABLE}: the run succeeded but gives no {metric_title(self.metric)} "
+                   "(an image-only model, or data without masks).") if self.unavailable else ""
         if not n:
-            return "No finished cell yet."
+            return ("No finished cell yet." if not missing else "No value in any cell." + missing)
         seeds = ", ".join(map(str, self.seeds))
         if len(self.seeds) <= 1:
-            return f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
+            return (f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
+                    + missing)
         return (f"Mean ± std over seeds {seeds} (n = {n} per cell unless marked); "
-                "the mean row averages the per-category means.")
+                "the mean row averages the per-category means." + missing)
 
     def strings(self) -> pd.DataFrame:
         """The table as display strings, same shape as ``mean``."""
@@ -203,13 +206,12 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
     seeds = sorted({r["seed"] for r in records if isinstance(r.get("seed"), int)})
     if selection.plan:
         seeds = sorted({c["seed"] for c in selection.plan["cells"]})
-    unavailable = {(r["category"], r["label"]) for r in selection.records
-                   if r.get("status") == "success" and metric in (r.get("unavailable") or {})}
-    unavailable -= set(values)
-    for label in labels:
-        if categories and all((c, label) in unavailable for c in categories):
-            unavailable.add(("mean", label))
-    return MetricTable(metric, mean, std, n, seeds, selection.experiment, unavailable)
+    without = {(r["category"], r["label"]) for r in selection.records
+               if r.get("status") == "success" and metric not in (r.get("metrics") or {})} - set(values)
+    for label in labels:  # the mean of a model that has the metric in no category
+        if categories and all((c, label) in without for c in categories):
+            without.add(("mean", label))
+    return MetricTable(metric, mean, std, n, seeds, selection.experiment, frozenset(without))
 
 
 def wide(records: list[dict], metric: str) -> pd.DataFrame:

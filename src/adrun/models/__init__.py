@@ -12,10 +12,29 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
-from adrun.models import efficient_ad, patchcore
+from adrun.models import (
+    cfa,
+    cflow,
+    dfkde,
+    dfm,
+    draem,
+    efficient_ad,
+    fastflow,
+    fre,
+    ganomaly,
+    padim,
+    patchcore,
+    reverse_distillation,
+    stfpm,
+    supersimplenet,
+    uflow,
+)
 from adrun.models.base import ModelSpec
 
-SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (patchcore.SPEC, efficient_ad.SPEC)}
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    patchcore.SPEC, efficient_ad.SPEC, padim.SPEC, stfpm.SPEC, fastflow.SPEC, reverse_distillation.SPEC, dfm.SPEC,
+    dfkde.SPEC, cfa.SPEC, cflow.SPEC, draem.SPEC, ganomaly.SPEC, uflow.SPEC, supersimplenet.SPEC, fre.SPEC,
+)}
 MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
 if TYPE_CHECKING:  # to a type checker, any model entry: the union is built at run time
     from adrun.schema import ModelBase as ModelConfig
