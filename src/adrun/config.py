@@ -149,6 +149,10 @@ class PatchcoreConfig(_ModelBase):
     coreset: Literal["fast", "anomalib"] = "fast"
     # Center crop after resize, as in the paper (256 -> 224). None: no crop.
     center_crop: int | None = Field(None, ge=32)
+    # fp32: the exact path (anomalib's results). bf16: the backbone under bf16 autocast,
+    # about 2x faster where the CPU has native bf16; metrics move slightly. Without native bf16
+    # adrun runs fp32 and the record says so.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("weights")
     @classmethod

@@ -153,6 +153,7 @@ def _patchcore(cfg: PatchcoreConfig, exp_dir: Path, evaluator: Evaluator) -> Adr
         coreset_sampling_ratio=cfg.coreset_sampling_ratio,
         num_neighbors=cfg.num_neighbors,
         coreset=cfg.coreset,
+        precision=cfg.precision,
         pre_processor=AdrunPatchcore.configure_pre_processor(image_size=(size, size), center_crop_size=crop),
         evaluator=evaluator,
         visualizer=False,
