@@ -103,6 +103,8 @@ def test_test_set_is_scored_once_with_the_same_metrics(tmp_path, monkeypatch):
 
     raw = tiny_raw(tmp_path / "results")
     raw["models"] = raw["models"][:1]
+    # The F1 scores hang on the thresholds validation computes: the ones to watch.
+    raw["metrics"] = ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score"]
     experiment = validate(raw)
     exp_dir = tmp_path / "results" / "tiny"
     root, categories = prepare(experiment, exp_dir)
@@ -127,6 +129,26 @@ def test_test_set_is_scored_once_with_the_same_metrics(tmp_path, monkeypatch):
     assert once["metrics"] == twice["metrics"]
     assert torch.equal(thresholds_once[0], models[-1].post_processor._image_threshold)
     assert torch.equal(thresholds_once[1], models[-1].post_processor._pixel_threshold)
-    phases = once["seconds"]["phases"]
+    phases = once["runtime"]["phases"]
     assert {"backbone", "projection", "coreset", "scoring", "metrics"} <= set(phases)
-    assert twice["seconds"]["phases"]["scoring"] > phases["scoring"]
+    assert once["runtime"]["precision"] == {"asked": "fp32", "used": "fp32", "note": "exact path"}
+
+
+def test_precision_setting_and_cell_key(tmp_path):
+    from conftest import tiny_raw
+
+    from adrun.config import expand, validate
+    from adrun.errors import ConfigError
+
+    raw = tiny_raw(tmp_path)
+    raw["models"] = raw["models"][:1]
+    (plain,) = expand(validate(raw), ["tile"])
+    raw["models"][0]["precision"] = "fp32"
+    (fp32,) = expand(validate(raw), ["tile"])
+    raw["models"][0]["precision"] = "bf16"
+    (bf16,) = expand(validate(raw), ["tile"])
+    assert plain.model.precision == "fp32" and bf16.model.precision == "bf16"
+    assert plain.key == fp32.key != bf16.key
+    raw["models"][0]["precision"] = "fp8"
+    with pytest.raises(ConfigError, match="precision"):
+        validate(raw)

@@ -399,6 +399,8 @@ class Cell(_Strict):
         )
         if not payload["data"].get("test_good_from_train"):
             del payload["data"]["test_good_from_train"]  # off: the keys of cells made before it stay
+        if payload["model"].get("precision") == "fp32":
+            del payload["model"]["precision"]  # the default: the keys of cells made before it stay
         payload["metrics"] = sorted(payload["metrics"], key=lambda m: m["name"])
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()
