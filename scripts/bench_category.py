@@ -491,15 +491,17 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
         finally:
             for klass, method in original.items():
                 klass.select_coreset_idxs = method
-            AdrunPatchcore.memory_format = torch.channels_last
         maps, scores = [], []
         model.eval()
-        with torch.inference_mode():
-            for batch in datamodule.test_dataloader():
-                images = model.pre_processor.transform(batch.image)
-                out = model._predict(images) if name != "stock" else model.model(images)._asdict()
-                maps.append(out["anomaly_map"])
-                scores.append(out["pred_score"])
+        try:
+            with torch.inference_mode():
+                for batch in datamodule.test_dataloader():
+                    images = model.pre_processor.transform(batch.image)
+                    out = model._predict(images) if name != "stock" else model.model(images)._asdict()
+                    maps.append(out["anomaly_map"])
+                    scores.append(out["pred_score"])
+        finally:
+            AdrunPatchcore.memory_format = torch.channels_last
         results[name] = {"bank": model.model.memory_bank.clone(), "metrics": {k: float(v) for k, v in metrics.items()},
                          "maps": torch.cat(maps), "scores": torch.cat(scores)}
     stock, fast, nchw = results["stock"], results["adrun"], results["adrun-nchw"]
@@ -516,8 +518,10 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
     # Relative to the map's range: where a distance is small next to the feature norms,
     # anomalib's |x|^2 - 2xy + |y|^2 magnifies the backbone's last-bit differences.
     range_rel = float((fast["maps"] - stock["maps"]).abs().max() / (stock["maps"].max() - stock["maps"].min()))
-    nchw_bitwise = all(torch.equal(nchw[k], stock[k]) for k in ("bank", "maps", "scores")) and \
-        picked["adrun-nchw"] == picked["stock"]
+    nchw_equal = {k: torch.equal(nchw[k], stock[k]) for k in ("bank", "maps", "scores")}
+    nchw_equal["picks"] = picked["adrun-nchw"] == picked["stock"]
+    nchw_equal["embedding"] = torch.equal(embeddings["adrun-nchw"], embeddings["stock"])
+    nchw_bitwise = all(nchw_equal.values())
     checks = {
         "sampler: adrun's picks == stock KCenterGreedy's on the same embedding": again == expected,
         "coreset indices == stock's (end to end)": picked["adrun"] == picked["stock"],
@@ -536,7 +540,7 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
         "n": embeddings["adrun"].shape[0], "picks": len(picked["adrun"]),
         "bank_bitwise": bool(torch.equal(fast["bank"], stock["bank"])),
         "embedding_max_abs_diff": embedding_diff, "maps_max_rel": float(rel), "scores_max_rel": float(rel_scores),
-        "maps_range_rel": range_rel,
+        "maps_range_rel": range_rel, "nchw_equal": nchw_equal,
         "metrics": {"stock": stock["metrics"], "adrun": fast["metrics"]},
     }
 
@@ -701,6 +705,7 @@ def report(work: Path, args: argparse.Namespace) -> None:
               f"{result['bank_bitwise']}; maps max rel diff {result['maps_max_rel']:.1e} "
               f"({result['maps_range_rel']:.1e} of the map's range); "
               f"image scores {result['scores_max_rel']:.1e}")
+        print(f"  NCHW variant, bitwise equal to stock: {result['nchw_equal']}")
         for label, ok in result["checks"].items():
             print(f"  [{'PASS' if ok else 'FAIL'}] {label}")
         for name, metrics in result["metrics"].items():
