@@ -23,15 +23,14 @@ What runs, in one invocation:
   one pass over N x D); it then scores with a memory bank of the full size (adrun's,
   from its checkpoint), so its scoring phases are real. Its first K picks are compared
   with adrun's.
-- The nearest-neighbour search alone, adrun's against anomalib's chunked ``euclidean_dist``
-  (``PatchcoreModel.nearest_neighbors``), on the same embeddings and the full-size bank.
+- The backbone alone on one batch: anomalib's NCHW under no_grad, adrun's channels_last
+  under inference_mode, and bf16 autocast.
 - The equality checks, on a smaller category (``--check-*``): anomalib's Patchcore and
   adrun's, each fitted and tested through anomalib's Engine from the same seed. Checked:
   the sampler's indices against stock's on the same embedding (exact), the coreset
   indices and memory bank end to end, the raw anomaly maps (relative 1e-5) and every
   metric (equal to 4 decimals).
-- The CPU's GEMM rate (fp32 and bf16), to express the backbone's and the search's
-  FLOP rate as a fraction of what this CPU reaches.
+- The CPU's GEMM rate (fp32 and bf16), to express the backbone's FLOP rate as a fraction of what this CPU reaches.
 
 The machine's load (``/proc/loadavg``) is printed before and after: timings on shared
 cores are inflated, ratios measured in one run much less so.
@@ -316,52 +315,7 @@ def stock_run(root: Path, work: Path, args: argparse.Namespace, bank_from: Path)
     return summary
 
 
-# --------------------------------------------------------------------------- search alone
-
-
-def search_bench(root: Path, checkpoint: Path, args: argparse.Namespace, n_images: int) -> dict:
-    """adrun's nearest-neighbour search against anomalib's, same embeddings, full-size bank."""
-    import torch
-    from anomalib.data import MVTecAD
-
-    from adrun.models import AdrunPatchcore
-    from adrun.scoring import Scorer
-
-    size = args.image_size
-    model = AdrunPatchcore(backbone=args.backbone, layers=["layer2", "layer3"], pre_trained=False,
-                           pre_processor=AdrunPatchcore.configure_pre_processor(image_size=(size, size)),
-                           visualizer=False)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.model.memory_bank = state["model.memory_bank"]
-    model.load_state_dict(state, strict=False)
-    model.eval()
-    datamodule = MVTecAD(root=root, category=CATEGORY, eval_batch_size=args.batch, num_workers=0)
-    datamodule.setup()
-    images = []
-    for batch in datamodule.test_dataloader():
-        images.append(model.pre_processor.transform(batch.image))
-        if sum(len(i) for i in images) >= n_images:
-            break
-    images = torch.cat(images)[:n_images]
-    with torch.inference_mode():
-        embedding = torch.cat([model._embedding(images[i : i + args.batch])[0] for i in range(0, len(images),
-                                                                                               args.batch)])
-    bank = model.model.memory_bank
-    flops = 2.0 * embedding.shape[0] * bank.shape[0] * bank.shape[1]
-    out = {"queries": embedding.shape[0], "bank": tuple(bank.shape), "images": n_images}
-    with torch.inference_mode():
-        began = time.perf_counter()
-        stock = model.model.nearest_neighbors(embedding, n_neighbors=1)
-        out["stock_s"] = time.perf_counter() - began
-        scorer = Scorer(bank)
-        began = time.perf_counter()
-        fast = scorer.nearest(embedding)
-        out["adrun_s"] = time.perf_counter() - began
-        out["tiled"] = scorer.stats["tiled"], scorer.stats["chunks"]
-        out["equal"] = bool(torch.equal(stock[0], fast[0]) and torch.equal(stock[1], fast[1]))
-    out["gflops"] = {k: flops / out[k] / 1e9 for k in ("stock_s", "adrun_s") if k in out}
-    out["per_image_ms"] = {k: 1e3 * out[k] / n_images for k in ("stock_s", "adrun_s") if k in out}
-    return out
+# --------------------------------------------------------------------------- CPU rates
 
 
 def gemm_rate() -> dict:
@@ -561,7 +515,6 @@ def main() -> None:
     parser.add_argument("--stock", action="store_true", help="also run anomalib's own Patchcore and print ratios")
     parser.add_argument("--stock-picks", type=int, default=300,
                         help="time stock's first K coreset picks and extrapolate (0: run all of them)")
-    parser.add_argument("--search-images", type=int, default=16, help="test images for the NN search alone (0: skip)")
     parser.add_argument("--backbone-variants", action=argparse.BooleanOptionalAction, default=True,
                         help="time the backbone alone: NCHW, channels_last, bf16")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
@@ -679,18 +632,6 @@ def report(work: Path, args: argparse.Namespace) -> None:
         ref = rates["bf16"] if name.endswith("bf16") else rates["fp32"]
         print(f"  {name:>10}: {1e3 * seconds / count:.0f} ms per image, {rate:.0f} GFLOPS = {rate / ref:.0%} of "
               f"the {'bf16' if name.endswith('bf16') else 'fp32'} GEMM rate")
-    if args.search_images:
-        search = search_bench(root, first["checkpoint"], args, args.search_images)
-        print()
-        print(f"nearest-neighbour search alone: {search['queries']:,} patches ({search['images']} test images) x "
-              f"bank {search['bank'][0]:,} x {search['bank'][1]}")
-        for key, label in (("stock_s", "anomalib chunked euclidean_dist"), ("adrun_s", "adrun tiled (exact)")):
-            if key in search:
-                rate = search["gflops"][key]
-                print(f"  {label:<32} {search[key]:7.2f} s  {search['per_image_ms'][key]:6.0f} ms/image  "
-                      f"{rate:5.0f} GFLOPS = {rate / rates['fp32']:.0%} of the fp32 GEMM rate")
-        print(f"  adrun/anomalib: {search['stock_s'] / search['adrun_s']:.2f}x; identical distances and indices: "
-              f"{search['equal']} (tiled chunks {search['tiled'][0]} of {search['tiled'][1]})")
     if "stock" in columns:
         k, diff = columns["stock"]["first_picks_compared"], columns["stock"]["first_picks_max_abs_diff"]
         print(f"\nfull size: stock's first {k} picks (on its own NCHW features) against adrun's first {k}: "

@@ -1,7 +1,6 @@
 """adrun's Patchcore scoring path gives anomalib's numbers.
 
-- ``adrun.scoring.Scorer`` returns the distances and indices of anomalib's
-  ``PatchcoreModel.nearest_neighbors`` bit for bit (ties included), or falls back to it.
+- ``precision`` resolves to what the CPU runs natively and reaches the cell's key.
 - The test set is scored once: the test step reuses the validation step's raw
   predictions, and every metric equals the path that scores it twice.
 """
@@ -10,65 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from adrun.precision import native_bf16, resolve
-from adrun.scoring import Scorer
-
-
-def patchcore_like(n: int, dim: int, seed: int) -> torch.Tensor:
-    """Non-negative, low-rank, offset from the origin: like pooled ReLU features."""
-    g = torch.Generator().manual_seed(seed)
-    latent = torch.randn(n, 8, generator=g) @ torch.randn(8, dim, generator=g)
-    return (latent + 0.3 * torch.randn(n, dim, generator=g)).relu_() + 0.5
-
-
-def stock_nearest(embedding: torch.Tensor, bank: torch.Tensor):
-    model = PatchcoreModel(layers=["layer1"], backbone="resnet18", pre_trained=False)
-    model.memory_bank = bank
-    return model.nearest_neighbors(embedding, n_neighbors=1)
-
-
-def test_tiled_search_is_bitwise_stock_with_ties():
-    bank = patchcore_like(1300, 96, 0)  # three tiles, the last one ragged
-    bank[700] = bank[5]  # an exact duplicate in a later tile: a tie the first index must win
-    bank[1290] = bank[600]
-    queries = patchcore_like(2 * 1024 + 300, 96, 1)  # two full chunks and a ragged one
-    queries[:40] = bank[5]  # distance 0, tied between rows 5 and 700
-    queries[1024:1060] = bank[600] + 1e-7
-    scorer = Scorer(bank)
-    values, indices = scorer.nearest(queries)
-    expected = stock_nearest(queries, bank)
-    assert torch.equal(values, expected[0]) and torch.equal(indices, expected[1])
-    assert (indices[:40] == 5).all()
-    assert scorer.tiled_equal is True and scorer.stats["tiled"] == 2 and scorer.stats["stock"] == 1
-
-
-def test_small_batches_use_anomalib_code():
-    bank = patchcore_like(600, 32, 2)
-    queries = patchcore_like(700, 32, 3)  # one chunk of 700 rows: anomalib's single call
-    scorer = Scorer(bank)
-    values, indices = scorer.nearest(queries)
-    expected = stock_nearest(queries, bank)
-    assert torch.equal(values, expected[0]) and torch.equal(indices, expected[1])
-    assert scorer.stats == {**scorer.stats, "tiled": 0, "stock": 1}
-
-
-def test_a_differing_blas_falls_back_to_anomalib(monkeypatch):
-    bank = patchcore_like(900, 48, 4)
-    queries = patchcore_like(3 * 1024, 48, 5)
-    original = Scorer._tiled
-
-    def off_by_one_ulp(self, x):
-        value, index = original(self, x)
-        return torch.nextafter(value, torch.full_like(value, float("inf"))), index
-
-    monkeypatch.setattr(Scorer, "_tiled", off_by_one_ulp)
-    scorer = Scorer(bank)
-    values, indices = scorer.nearest(queries)
-    expected = stock_nearest(queries, bank)
-    assert torch.equal(values, expected[0]) and torch.equal(indices, expected[1])
-    assert scorer.tiled_equal is False and scorer.stats["tiled"] == 0
 
 
 def test_precision_resolves_to_fp32_without_native_bf16(monkeypatch):
