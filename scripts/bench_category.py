@@ -634,7 +634,7 @@ def report(work: Path, args: argparse.Namespace) -> None:
               f"the {'bf16' if name.endswith('bf16') else 'fp32'} GEMM rate")
     if "stock" in columns:
         k, diff = columns["stock"]["first_picks_compared"], columns["stock"]["first_picks_max_abs_diff"]
-        print(f"\nfull size: stock's first {k} picks (on its own NCHW features) against adrun's first {k}: "
+        print(f"\nbench size: stock's first {k} picks (on its own NCHW features) against adrun's first {k}: "
               f"memory-bank rows differ by at most {diff:.1e}; same picks: {diff <= 1e-5}")
     if args.check:
         print()

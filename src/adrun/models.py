@@ -1,8 +1,9 @@
 """adrun's subclasses of anomalib's models.
 
-They change only where weights come from and which coreset sampler runs; the
-architectures, losses and metrics are anomalib's own. ``registry`` is the one
-place that constructs them.
+They change where weights come from, which coreset sampler runs and, for Patchcore,
+how fast the CPU path runs (backbone memory format, precision, one scoring pass over
+the test set); the architectures, losses and metrics are anomalib's own. ``registry``
+is the one place that constructs them.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):
         self.phase_seconds: dict[str, float] = {}
         self._scored: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._reused = 0
+
+    # ====== adrun's fast CPU path (issue 15): every method below overrides a Patchcore step;
+    # ====== the algorithms themselves live in adrun.coreset and adrun.precision.
 
     # ------------------------------------------------------------------ timing
 
