@@ -94,6 +94,65 @@ def test_fast_picks_equal_stock(gathered_calls, make, n, dim, ratio, seed, prune
         assert min(gathered_calls) < n / 10
 
 
+def clustered(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Low-rank rows around 60 cluster centres of different spread: hot sets with ties
+    near tau, catch-ups that change many rows."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(60, 6, generator=g) @ torch.randn(6, dim, generator=g)
+    which = torch.randint(60, (n,), generator=g)
+    spread = 0.05 + torch.rand(60, generator=g)[which, None]
+    return centres[which] + spread * torch.randn(n, dim, generator=g)
+
+
+@pytest.mark.parametrize(
+    ("make", "n", "dim", "ratio", "seed", "hot"),
+    [
+        (low_rank, 8009, 96, 0.1, 21, True),
+        (clustered, 7001, 80, 0.1, 22, True),
+        # Near-ties everywhere: once the 40 points are picked, every distance is below the
+        # bound's slack, the bound cannot prune and dense passes do the picking.
+        (near_duplicates, 6007, 64, 0.05, 23, False),
+        (exact_duplicates, 5003, 72, 0.03, 24, True),  # 150 picks of 45 distinct rows: all-zero distances
+    ],
+)
+def test_hot_cold_picks_equal_stock(monkeypatch, make, n, dim, ratio, seed, hot):
+    # Small tiles and hot sets: many catch-ups, ragged tiles and pair chunks.
+    monkeypatch.setattr(coreset, "_HOT_FRACTION", 0.004)
+    monkeypatch.setattr(coreset, "_TILE_ROWS", 1000)
+    monkeypatch.setattr(coreset, "_TILE_CENTERS", 7)
+    monkeypatch.setattr(coreset, "_PAIR_CHUNK", 333)
+    embedding = make(n, dim, seed)
+    expected = picks(KCenterGreedy, embedding, ratio, seed)
+    stats = {}
+    original = coreset.greedy_picks
+    monkeypatch.setattr(coreset, "greedy_picks", lambda f, s, k: original(f, s, k, stats=stats))
+    assert picks(FastKCenterGreedy, embedding, ratio, seed) == expected
+    if not hot:
+        assert stats["hot_picks"] == 0 and stats["dense_picks"] > 0
+        return
+    # The hot/cold loop did the picking, with catch-ups.
+    assert stats["hot_picks"] + stats["argmax_picks"] > 0.6 * len(expected)
+    assert stats["catch_ups"] >= 3
+    if make is exact_duplicates:
+        # Once every row is at distance 0, no threshold separates them: stock's argmax over all.
+        assert stats["argmax_picks"] > 0
+
+
+def test_hot_cold_default_settings_equal_stock():
+    embedding = low_rank(9001, 128, 25)
+    stats = {}
+    seed_all(25)
+    sampler = FastKCenterGreedy(embedding=embedding, sampling_ratio=0.06)
+    sampler.model.fit(embedding)
+    features = sampler.model.transform(embedding)
+    start = int(torch.randint(high=len(embedding), size=(1,)))
+    fast = coreset.greedy_picks(features, start, sampler.coreset_size, stats=stats)
+    assert fast == picks(KCenterGreedy, embedding, 0.06, 25)
+    assert stats["hot_picks"] > 0.9 * len(fast) and stats["full_picks"] < 50
+    # Far fewer exact distances than stock's N per pick.
+    assert stats["exact_rows"] + stats["catch_up_pairs"] < 0.05 * len(embedding) * len(fast)
+
+
 def test_thread_count_is_restored():
     threads = torch.get_num_threads()
     picks(FastKCenterGreedy, low_rank(4200, 64, 11), 0.01, 11)

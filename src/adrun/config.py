@@ -308,6 +308,9 @@ class Cell(_Strict):
         )
         if not payload["data"].get("test_good_from_train"):
             del payload["data"]["test_good_from_train"]  # off: the keys of cells made before it stay
+        for key, default in spec(self.model.name).unkeyed_defaults.items():
+            if payload["model"].get(key) == default:
+                del payload["model"][key]
         payload["metrics"] = sorted(payload["metrics"], key=lambda m: m["name"])
         payload["adrun"] = __version__
         blob = json.dumps(payload, sort_keys=True).encode()

@@ -267,6 +267,7 @@ def run_cell(
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
             test_scores = scores.write(folder)
+            runtime = model_notes(model)  # before the sample grid adds its own predictions
             grid = sample_grid(engine, model, datamodule, cell, folder)
             cost = timing(fit_s, test_s, _n_test(datamodule), memory.result())
             _track_timing(engine, cost)
@@ -281,6 +282,8 @@ def run_cell(
             checkpoint=CHECKPOINT,
             test_scores=test_scores,
         )
+        if runtime:
+            record["runtime"] = runtime
         note_samples(record, grid)
     except (KeyboardInterrupt, SystemExit):
         # Lightning turns Ctrl-C into SystemExit(1) after its own clean-up.
@@ -323,6 +326,12 @@ def sample_grid(engine, model, datamodule, cell: Cell, folder: Path) -> dict[str
         logging.getLogger("adrun").exception("sample grid failed")
         return {"samples": None, "samples_error": one_line(exc), "seconds": None}
     return {"samples": SAMPLES, "samples_error": None, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def model_notes(model) -> dict[str, Any]:
+    """A model's own account of its run (``run_notes()``, where it has one): precision, phase seconds."""
+    notes = getattr(model, "run_notes", None)
+    return dict(notes()) if callable(notes) else {}
 
 
 def note_samples(record: dict[str, Any], grid: dict[str, Any]) -> None:

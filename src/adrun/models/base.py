@@ -37,6 +37,9 @@ class ModelSpec:
     training_keys: ClassVar[tuple[str, ...]] = ()
     # Entry keys that `adrun train --model NAME` (no config) sets besides anomalib's defaults.
     standalone: ClassVar[dict[str, Any]] = {}
+    # Keys added after cells were first made: at these values they stay out of the cell key,
+    # so those cells keep their keys (and their records) instead of rerunning.
+    unkeyed_defaults: ClassVar[dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ building
 
