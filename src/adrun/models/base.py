@@ -40,6 +40,9 @@ class ModelSpec:
     # Keys added after cells were first made: at these values they stay out of the cell key,
     # so those cells keep their keys (and their records) instead of rerunning.
     unkeyed_defaults: ClassVar[dict[str, Any]] = {}
+    # Config keys that are adrun's own setting although anomalib's constructor has an
+    # argument of that name (which adrun then leaves at anomalib's default).
+    adrun_keys: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ building
 

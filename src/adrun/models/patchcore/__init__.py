@@ -47,6 +47,8 @@ class PatchcoreSpec(ModelSpec):
     weights = backbone.WEIGHTS
     offline = backbone.OFFLINE
     unkeyed_defaults = {"precision": "fp32"}  # added later: cells made before it keep their keys
+    # adrun's backbone autocast (fp32 / bf16); anomalib's `precision` (the model's dtype) stays float32.
+    adrun_keys = ("precision",)
 
     def build(self, cfg: PatchcoreConfig, exp_dir: Path, evaluator: Evaluator):
         from adrun.models.patchcore.lightning import AdrunPatchcore
