@@ -47,8 +47,9 @@ test: $(DEV) ## Fast inner loop: every test not marked slow or ray (about a minu
 test-full: $(DEV) ## The whole suite, real fits and the Ray cluster included (what CI runs)
 	$(BIN)/python -m pytest
 
-check: $(DEV) ## What CI checks besides the tests: ruff, mypy and the README's help block
+check: $(DEV) ## What CI checks besides the tests: ruff check, ruff format, mypy and the README's help block
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy src/adrun
 	$(BIN)/python scripts/readme_table.py --check-help
 
