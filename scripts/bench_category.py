@@ -84,8 +84,15 @@ def make_data(root: Path, size: int, n_train: int, n_test: int, seed: int) -> fl
 
     good, per_defect = split_test(n_test)
     began = time.perf_counter()
-    make_dataset(root, categories=(CATEGORY,), seed=seed, image_size=size, n_train=n_train,
-                 n_test_good=good, n_test_defect=per_defect)
+    make_dataset(
+        root,
+        categories=(CATEGORY,),
+        seed=seed,
+        image_size=size,
+        n_train=n_train,
+        n_test_good=good,
+        n_test_defect=per_defect,
+    )
     return time.perf_counter() - began
 
 
@@ -95,14 +102,24 @@ def config(root: Path, output: Path, name: str, args: argparse.Namespace, precis
         "seed": args.seed,
         "output": str(output),
         "data": {
-            "format": "mvtec", "root": str(root), "categories": [CATEGORY],
-            "train_batch_size": args.batch, "eval_batch_size": args.batch, "num_workers": 0,
+            "format": "mvtec",
+            "root": str(root),
+            "categories": [CATEGORY],
+            "train_batch_size": args.batch,
+            "eval_batch_size": args.batch,
+            "num_workers": 0,
         },
-        "models": [{
-            "name": "patchcore", "backbone": args.backbone, "layers": ["layer2", "layer3"],
-            "pre_trained": False, "coreset_sampling_ratio": args.ratio, "image_size": args.image_size,
-            "precision": precision,
-        }],
+        "models": [
+            {
+                "name": "patchcore",
+                "backbone": args.backbone,
+                "layers": ["layer2", "layer3"],
+                "pre_trained": False,
+                "coreset_sampling_ratio": args.ratio,
+                "image_size": args.image_size,
+                "precision": precision,
+            }
+        ],
         "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1},
         # Stock Patchcore's own evaluator computes these four: the same set on both sides.
         "metrics": [{"name": m} for m in METRICS],
@@ -142,9 +159,16 @@ def adrun_sweep(root: Path, work: Path, args: argparse.Namespace, precision: str
     seconds = record["seconds"]
     runtime = record.get("runtime", {})
     return {
-        "wall": wall, "rss": rss, "phases": runtime.get("phases", {}), "cell": seconds["total"],
-        "fit": seconds["fit"], "test": seconds["test"], "metrics": record["metrics"], "samples": seconds.get("samples"),
-        "runtime": runtime, "checkpoint": folder / "model.ckpt",
+        "wall": wall,
+        "rss": rss,
+        "phases": runtime.get("phases", {}),
+        "cell": seconds["total"],
+        "fit": seconds["fit"],
+        "test": seconds["test"],
+        "metrics": record["metrics"],
+        "samples": seconds.get("samples"),
+        "runtime": runtime,
+        "checkpoint": folder / "model.ckpt",
     }
 
 
@@ -154,20 +178,34 @@ def print_table(columns: dict[str, dict], stock_note: str = "") -> None:
     if "stock" in columns and len(names) > 1:
         header += "".join(f" {'stock / ' + n:>16} |" for n in names if n != "stock")
     print(header)
-    print("|" + "-" * 36 + "|" + "".join("-" * 15 + ":|" for _ in names)
-          + ("".join("-" * 17 + ":|" for n in names if n != "stock") if "stock" in columns else ""))
-    rows = [(LABELS[p], p) for p in PHASES] + [("other (data, Lightning, hooks)", "other"),
-                                               ("cell: fit + test", "cell"),
-                                               ("sample grid (adrun, after test)", "samples"),
-                                               ("rest of command (imports, tables)", "outside"),
-                                               ("total: whole command", "wall")]
+    print(
+        "|"
+        + "-" * 36
+        + "|"
+        + "".join("-" * 15 + ":|" for _ in names)
+        + ("".join("-" * 17 + ":|" for n in names if n != "stock") if "stock" in columns else "")
+    )
+    rows = [(LABELS[p], p) for p in PHASES] + [
+        ("other (data, Lightning, hooks)", "other"),
+        ("cell: fit + test", "cell"),
+        ("sample grid (adrun, after test)", "samples"),
+        ("rest of command (imports, tables)", "outside"),
+        ("total: whole command", "wall"),
+    ]
     for label, key in rows:
         line = f"| {label:<34} |"
         values = {}
         for n in names:
             column = columns[n]
-            value = column["wall"] if key == "wall" else column["cell"] if key == "cell" else \
-                column.get(key) if key in ("other", "samples", "outside") else column["phases"].get(key, 0.0)
+            value = (
+                column["wall"]
+                if key == "wall"
+                else column["cell"]
+                if key == "cell"
+                else column.get(key)
+                if key in ("other", "samples", "outside")
+                else column["phases"].get(key, 0.0)
+            )
             values[n] = value
             line += f" {value:>14.1f} |" if value is not None else f" {'-':>14} |"
         if "stock" in columns:
@@ -243,9 +281,14 @@ def stock_child(args: argparse.Namespace) -> None:
 
     seed_everything(args.seed, workers=True, verbose=False)
     size = args.image_size
-    model = Patchcore(backbone=args.backbone, layers=["layer2", "layer3"], pre_trained=False,
-                      coreset_sampling_ratio=args.ratio,
-                      pre_processor=Patchcore.configure_pre_processor(image_size=(size, size)), visualizer=False)
+    model = Patchcore(
+        backbone=args.backbone,
+        layers=["layer2", "layer3"],
+        pre_trained=False,
+        coreset_sampling_ratio=args.ratio,
+        pre_processor=Patchcore.configure_pre_processor(image_size=(size, size)),
+        visualizer=False,
+    )
     inner = model.model
     inner.feature_extractor.forward = timed("backbone", inner.feature_extractor.forward)
     inner.nearest_neighbors = timed("scoring", inner.nearest_neighbors)
@@ -271,12 +314,26 @@ def stock_child(args: argparse.Namespace) -> None:
             inner.memory_bank = ours
 
     inner.subsample_embedding = subsample_then_full_bank
-    datamodule = MVTecAD(root=args.root, category=CATEGORY, train_batch_size=args.batch,
-                         eval_batch_size=args.batch, num_workers=0, seed=args.seed)
+    datamodule = MVTecAD(
+        root=args.root,
+        category=CATEGORY,
+        train_batch_size=args.batch,
+        eval_batch_size=args.batch,
+        num_workers=0,
+        seed=args.seed,
+    )
     work = Path(args.out).parent / "stock"
-    engine = Engine(default_root_dir=work, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    callbacks=[ModelCheckpoint(dirpath=work, save_top_k=0, save_last=False)],
-                    deterministic="warn", accelerator="cpu", devices=1, max_epochs=1)
+    engine = Engine(
+        default_root_dir=work,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=work, save_top_k=0, save_last=False)],
+        deterministic="warn",
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+    )
     began = time.perf_counter()
     engine.fit(model=model, datamodule=datamodule)
     fit_s = time.perf_counter() - began
@@ -291,8 +348,13 @@ def stock_child(args: argparse.Namespace) -> None:
     phases["coreset"] = measured_picks / loops * (full - 1) if loops > 0 else measured_picks
     extrapolated = phases["coreset"] - measured_picks
     summary = {
-        "phases": phases, "fit": fit_s + extrapolated, "test": test_s, "cell": fit_s + test_s + extrapolated,
-        "extrapolated_s": extrapolated, "picks_timed": info["picks_timed"], "coreset_size": full,
+        "phases": phases,
+        "fit": fit_s + extrapolated,
+        "test": test_s,
+        "cell": fit_s + test_s + extrapolated,
+        "extrapolated_s": extrapolated,
+        "picks_timed": info["picks_timed"],
+        "coreset_size": full,
         "first_picks_max_abs_diff": info["first_picks_max_abs_diff"],
         "first_picks_compared": info["first_picks_compared"],
         "metrics": {k: float(v) for k, v in (results[0] if results else {}).items() if k in METRICS},
@@ -302,10 +364,29 @@ def stock_child(args: argparse.Namespace) -> None:
 
 def stock_run(root: Path, work: Path, args: argparse.Namespace, bank_from: Path) -> dict:
     out = work / "stock.json"
-    cmd = [sys.executable, __file__, "--stock-child", "--root", str(root), "--out", str(out),
-           "--bank-from", str(bank_from), "--stock-picks", str(args.stock_picks), "--seed", str(args.seed),
-           "--image-size", str(args.image_size), "--backbone", args.backbone, "--ratio", str(args.ratio),
-           "--batch", str(args.batch)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--stock-child",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--bank-from",
+        str(bank_from),
+        "--stock-picks",
+        str(args.stock_picks),
+        "--seed",
+        str(args.seed),
+        "--image-size",
+        str(args.image_size),
+        "--backbone",
+        args.backbone,
+        "--ratio",
+        str(args.ratio),
+        "--batch",
+        str(args.batch),
+    ]
     code, wall, rss, output = run_measured(cmd, env=child_env())
     if code != 0:
         raise SystemExit(f"stock Patchcore failed (exit {code}):\n{output[-3000:]}")
@@ -355,8 +436,11 @@ def backbone_variants(args: argparse.Namespace) -> dict[str, float]:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             extractor(images.contiguous(memory_format=torch.channels_last))
 
-    variants = {"fp32 NCHW, no_grad (anomalib)": nchw, "fp32 channels_last, inference_mode (adrun)": nhwc,
-                "bf16 autocast, channels_last (adrun bf16)": lambda: nhwc(bf16=True)}
+    variants = {
+        "fp32 NCHW, no_grad (anomalib)": nchw,
+        "fp32 channels_last, inference_mode (adrun)": nhwc,
+        "bf16 autocast, channels_last (adrun bf16)": lambda: nhwc(bf16=True),
+    }
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(3):  # the first round includes oneDNN's primitive creation
         for name, run in variants.items():
@@ -421,8 +505,11 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
 
         return select
 
-    variants = (("stock", Patchcore, None), ("adrun", AdrunPatchcore, torch.channels_last),
-                ("adrun-nchw", AdrunPatchcore, torch.contiguous_format))
+    variants = (
+        ("stock", Patchcore, None),
+        ("adrun", AdrunPatchcore, torch.channels_last),
+        ("adrun-nchw", AdrunPatchcore, torch.contiguous_format),
+    )
     for name, cls, memory_format in variants:
         KCenterGreedy.select_coreset_idxs = spy(name)
         FastKCenterGreedy.select_coreset_idxs = spy(name)
@@ -430,16 +517,33 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
             AdrunPatchcore.memory_format = memory_format
         try:
             seed_everything(args.seed, workers=True, verbose=False)
-            model = cls(backbone=args.backbone, layers=["layer2", "layer3"], pre_trained=False,
-                        coreset_sampling_ratio=args.ratio,
-                        pre_processor=cls.configure_pre_processor(image_size=(size, size)), visualizer=False)
-            datamodule = MVTecAD(root=root, category=CATEGORY, train_batch_size=args.batch,
-                                 eval_batch_size=args.batch, num_workers=0, seed=args.seed)
-            engine = Engine(default_root_dir=work / f"check-{name}", logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, deterministic="warn", accelerator="cpu", devices=1,
-                            max_epochs=1,
-                            callbacks=[ModelCheckpoint(dirpath=work / f"check-{name}", save_top_k=0,
-                                                       save_last=False)])
+            model = cls(
+                backbone=args.backbone,
+                layers=["layer2", "layer3"],
+                pre_trained=False,
+                coreset_sampling_ratio=args.ratio,
+                pre_processor=cls.configure_pre_processor(image_size=(size, size)),
+                visualizer=False,
+            )
+            datamodule = MVTecAD(
+                root=root,
+                category=CATEGORY,
+                train_batch_size=args.batch,
+                eval_batch_size=args.batch,
+                num_workers=0,
+                seed=args.seed,
+            )
+            engine = Engine(
+                default_root_dir=work / f"check-{name}",
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                deterministic="warn",
+                accelerator="cpu",
+                devices=1,
+                max_epochs=1,
+                callbacks=[ModelCheckpoint(dirpath=work / f"check-{name}", save_top_k=0, save_last=False)],
+            )
             engine.fit(model=model, datamodule=datamodule)
             metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
         finally:
@@ -456,8 +560,12 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
                     scores.append(out["pred_score"])
         finally:
             AdrunPatchcore.memory_format = torch.channels_last
-        results[name] = {"bank": model.model.memory_bank.clone(), "metrics": {k: float(v) for k, v in metrics.items()},
-                         "maps": torch.cat(maps), "scores": torch.cat(scores)}
+        results[name] = {
+            "bank": model.model.memory_bank.clone(),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "maps": torch.cat(maps),
+            "scores": torch.cat(scores),
+        }
     stock, fast, nchw = results["stock"], results["adrun"], results["adrun-nchw"]
     # The sampler alone: stock's KCenterGreedy on adrun's own embedding, from the same seed state.
     seed_everything(args.seed, workers=True, verbose=False)
@@ -479,22 +587,29 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
     checks = {
         "sampler: adrun's picks == stock KCenterGreedy's on the same embedding": again == expected,
         "coreset indices == stock's (end to end)": picked["adrun"] == picked["stock"],
-        "memory bank == stock's within float32 noise (max abs diff <= 1e-5)":
-            bool((fast["bank"] - stock["bank"]).abs().max() <= 1e-5) if fast["bank"].shape == stock["bank"].shape
-            else False,
+        "memory bank == stock's within float32 noise (max abs diff <= 1e-5)": bool(
+            (fast["bank"] - stock["bank"]).abs().max() <= 1e-5
+        )
+        if fast["bank"].shape == stock["bank"].shape
+        else False,
         "anomaly maps within relative 1e-5 of stock's": float(rel) <= 1e-5,
         "image scores within relative 1e-5 of stock's": float(rel_scores) <= 1e-5,
         "every metric equal to stock's at 4 decimals": all(
-            round(fast["metrics"][k], 4) == round(v, 4) for k, v in stock["metrics"].items()),
+            round(fast["metrics"][k], 4) == round(v, 4) for k, v in stock["metrics"].items()
+        ),
         "with an NCHW backbone: coreset indices, memory bank, maps and scores bitwise stock's": nchw_bitwise,
         "with an NCHW backbone: every metric exactly stock's": nchw["metrics"] == stock["metrics"],
     }
     return {
         "checks": checks,
-        "n": embeddings["adrun"].shape[0], "picks": len(picked["adrun"]),
+        "n": embeddings["adrun"].shape[0],
+        "picks": len(picked["adrun"]),
         "bank_bitwise": bool(torch.equal(fast["bank"], stock["bank"])),
-        "embedding_max_abs_diff": embedding_diff, "maps_max_rel": float(rel), "scores_max_rel": float(rel_scores),
-        "maps_range_rel": range_rel, "nchw_equal": nchw_equal,
+        "embedding_max_abs_diff": embedding_diff,
+        "maps_max_rel": float(rel),
+        "scores_max_rel": float(rel_scores),
+        "maps_range_rel": range_rel,
+        "nchw_equal": nchw_equal,
         "metrics": {"stock": stock["metrics"], "adrun": fast["metrics"]},
     }
 
@@ -513,12 +628,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32")
     parser.add_argument("--stock", action="store_true", help="also run anomalib's own Patchcore and print ratios")
-    parser.add_argument("--stock-picks", type=int, default=300,
-                        help="time stock's first K coreset picks and extrapolate (0: run all of them)")
-    parser.add_argument("--backbone-variants", action=argparse.BooleanOptionalAction, default=True,
-                        help="time the backbone alone: NCHW, channels_last, bf16")
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the equality checks on a smaller category")
+    parser.add_argument(
+        "--stock-picks",
+        type=int,
+        default=300,
+        help="time stock's first K coreset picks and extrapolate (0: run all of them)",
+    )
+    parser.add_argument(
+        "--backbone-variants",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the backbone alone: NCHW, channels_last, bf16",
+    )
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the equality checks on a smaller category",
+    )
     parser.add_argument("--check-n-train", type=int, default=24)
     parser.add_argument("--check-n-test", type=int, default=12)
     parser.add_argument("--check-size", type=int, default=128)
@@ -555,11 +682,15 @@ def report(work: Path, args: argparse.Namespace) -> None:
     good, per_defect = split_test(args.n_test)
     side = args.image_size // 8
     n = args.n_train * side * side
-    print(f"data: adrun.synthetic, {CATEGORY}: {args.n_train} train + {good} good + 4 x {per_defect} defective "
-          f"test images at {args.image_size} px (written in {made:.1f} s, not timed below)")
-    print(f"model: Patchcore({args.backbone}, layer2+layer3, pre_trained=False), coreset {args.ratio:.0%}: "
-          f"N = {n:,} patches, {int(n * args.ratio):,} picks; batch {args.batch}; "
-          f"torch threads {torch.get_num_threads()}, os.cpu_count() {os.cpu_count()}")
+    print(
+        f"data: adrun.synthetic, {CATEGORY}: {args.n_train} train + {good} good + 4 x {per_defect} defective "
+        f"test images at {args.image_size} px (written in {made:.1f} s, not timed below)"
+    )
+    print(
+        f"model: Patchcore({args.backbone}, layer2+layer3, pre_trained=False), coreset {args.ratio:.0%}: "
+        f"N = {n:,} patches, {int(n * args.ratio):,} picks; batch {args.batch}; "
+        f"torch threads {torch.get_num_threads()}, os.cpu_count() {os.cpu_count()}"
+    )
     native, why = native_bf16()
     print(f"bf16: {'native (' + why + ')' if native else 'not native: ' + why}")
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
@@ -573,13 +704,14 @@ def report(work: Path, args: argparse.Namespace) -> None:
     first = columns[f"adrun {precisions[0]}"]
     stock_note = ""
     if args.stock:
-        print(f"running anomalib's Patchcore (coreset: first {args.stock_picks or 'all'} picks timed) ...",
-              flush=True)
+        print(f"running anomalib's Patchcore (coreset: first {args.stock_picks or 'all'} picks timed) ...", flush=True)
         stock = stock_run(root, work, args, first["checkpoint"])
         columns = {"stock": stock, **columns}
         if stock["picks_timed"] < stock["coreset_size"]:
-            stock_note = (f"stock coreset: {stock['picks_timed']} of {stock['coreset_size']} picks timed, "
-                          f"extrapolated (+{stock['extrapolated_s']:.0f} s in its fit, cell and total)")
+            stock_note = (
+                f"stock coreset: {stock['picks_timed']} of {stock['coreset_size']} picks timed, "
+                f"extrapolated (+{stock['extrapolated_s']:.0f} s in its fit, cell and total)"
+            )
     for column in columns.values():
         add_other(column)
     print()
@@ -601,27 +733,35 @@ def report(work: Path, args: argparse.Namespace) -> None:
         if "adrun fp32" in columns:
             mine = first["runtime"]
             k = columns["stock"]["picks_timed"]
-            print(f"  (adrun reused {mine.get('test_batches_reused', 0)} validated batches in test; "
-                  f"stock's first {k} picks timed)")
+            print(
+                f"  (adrun reused {mine.get('test_batches_reused', 0)} validated batches in test; "
+                f"stock's first {k} picks timed)"
+            )
     for name, column in columns.items():
         if name != "stock":
-            print(f"15 categories like this one, {name}: {15 * column['wall'] / 60:.0f} min"
-                  + (f" (stock: {15 * columns['stock']['wall'] / 3600:.1f} h)" if "stock" in columns else ""))
+            print(
+                f"15 categories like this one, {name}: {15 * column['wall'] / 60:.0f} min"
+                + (f" (stock: {15 * columns['stock']['wall'] / 3600:.1f} h)" if "stock" in columns else "")
+            )
 
     rates = gemm_rate()
     flops = backbone_flops(args)
     images = args.n_train + args.n_test
     print()
-    print(f"GEMM rate of this CPU (2048^3, {torch.get_num_threads()} threads): fp32 {rates['fp32']:.0f} GFLOPS, "
-          f"bf16 {rates['bf16']:.0f} GFLOPS")
+    print(
+        f"GEMM rate of this CPU (2048^3, {torch.get_num_threads()} threads): fp32 {rates['fp32']:.0f} GFLOPS, "
+        f"bf16 {rates['bf16']:.0f} GFLOPS"
+    )
     print(f"backbone: {flops / 1e9:.1f} GFLOP per image, {images} images scored once each")
     if args.backbone_variants:
         print(f"  backbone alone, one batch of {args.batch} ({load()}):")
         for name, ms in backbone_variants(args).items():
             rate = flops / ms / 1e6
             ref = rates["bf16"] if name.startswith("bf16") else rates["fp32"]
-            print(f"    {name:<44} {ms:6.0f} ms per image  {rate:5.0f} GFLOPS = {rate / ref:.0%} of the "
-                  f"{name[:4]} GEMM rate")
+            print(
+                f"    {name:<44} {ms:6.0f} ms per image  {rate:5.0f} GFLOPS = {rate / ref:.0%} of the "
+                f"{name[:4]} GEMM rate"
+            )
     for name, column in columns.items():
         seconds = column["phases"].get("backbone", 0.0)
         if not seconds:
@@ -630,22 +770,31 @@ def report(work: Path, args: argparse.Namespace) -> None:
         count = images + (args.n_test if name == "stock" else 0)
         rate = flops * count / seconds / 1e9
         ref = rates["bf16"] if name.endswith("bf16") else rates["fp32"]
-        print(f"  {name:>10}: {1e3 * seconds / count:.0f} ms per image, {rate:.0f} GFLOPS = {rate / ref:.0%} of "
-              f"the {'bf16' if name.endswith('bf16') else 'fp32'} GEMM rate")
+        print(
+            f"  {name:>10}: {1e3 * seconds / count:.0f} ms per image, {rate:.0f} GFLOPS = {rate / ref:.0%} of "
+            f"the {'bf16' if name.endswith('bf16') else 'fp32'} GEMM rate"
+        )
     if "stock" in columns:
         k, diff = columns["stock"]["first_picks_compared"], columns["stock"]["first_picks_max_abs_diff"]
-        print(f"\nbench size: stock's first {k} picks (on its own NCHW features) against adrun's first {k}: "
-              f"memory-bank rows differ by at most {diff:.1e}; same picks: {diff <= 1e-5}")
+        print(
+            f"\nbench size: stock's first {k} picks (on its own NCHW features) against adrun's first {k}: "
+            f"memory-bank rows differ by at most {diff:.1e}; same picks: {diff <= 1e-5}"
+        )
     if args.check:
         print()
-        print(f"equality checks (smaller category: {args.check_n_train} train + {args.check_n_test} test at "
-              f"{args.check_size} px) ...", flush=True)
+        print(
+            f"equality checks (smaller category: {args.check_n_train} train + {args.check_n_test} test at "
+            f"{args.check_size} px) ...",
+            flush=True,
+        )
         result = equality_checks(work, args)
-        print(f"  N = {result['n']:,}, {result['picks']} picks; embeddings differ by at most "
-              f"{result['embedding_max_abs_diff']:.1e} (channels_last rounding); memory bank bitwise equal: "
-              f"{result['bank_bitwise']}; maps max rel diff {result['maps_max_rel']:.1e} "
-              f"({result['maps_range_rel']:.1e} of the map's range); "
-              f"image scores {result['scores_max_rel']:.1e}")
+        print(
+            f"  N = {result['n']:,}, {result['picks']} picks; embeddings differ by at most "
+            f"{result['embedding_max_abs_diff']:.1e} (channels_last rounding); memory bank bitwise equal: "
+            f"{result['bank_bitwise']}; maps max rel diff {result['maps_max_rel']:.1e} "
+            f"({result['maps_range_rel']:.1e} of the map's range); "
+            f"image scores {result['scores_max_rel']:.1e}"
+        )
         print(f"  NCHW variant, bitwise equal to stock: {result['nchw_equal']}")
         for label, ok in result["checks"].items():
             print(f"  [{'PASS' if ok else 'FAIL'}] {label}")

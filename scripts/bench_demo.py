@@ -36,11 +36,17 @@ def run(name: str, overrides: list[str], category: str, out: Path) -> dict:
     cpu, wall = cpu_seconds(), time.perf_counter()
     outcome = sweep.execute(the_plan, force=True)
     cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-    record, = outcome.records
+    (record,) = outcome.records
     cell = the_plan.cells[0]
-    return {"name": name, "cpu": cpu, "wall": wall, "steps": cell.trainer.max_steps,
-            "test images": len(list((the_plan.root / category / "test").glob("*/*.png"))),
-            **record["seconds"], **record["metrics"]}
+    return {
+        "name": name,
+        "cpu": cpu,
+        "wall": wall,
+        "steps": cell.trainer.max_steps,
+        "test images": len(list((the_plan.root / category / "test").glob("*/*.png"))),
+        **record["seconds"],
+        **record["metrics"],
+    }
 
 
 def main() -> None:
@@ -54,9 +60,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         rows = [run("before", BEFORE, args.category, Path(tmp)), run("now", [], args.category, Path(tmp))]
     for r in rows:
-        print(f"{r['name']:>6}: {r['steps']} steps, {r['test images']} test images: CPU {r['cpu']:.0f} s, "
-              f"wall {r['wall']:.0f} s (fit {r['fit']:.0f} s, test {r['test']:.0f} s, samples {r['samples']:.0f} s); "
-              f"pixel AUROC {r['pixel_AUROC']:.3f}, image AUROC {r['image_AUROC']:.3f}")
+        print(
+            f"{r['name']:>6}: {r['steps']} steps, {r['test images']} test images: CPU {r['cpu']:.0f} s, "
+            f"wall {r['wall']:.0f} s (fit {r['fit']:.0f} s, test {r['test']:.0f} s, samples {r['samples']:.0f} s); "
+            f"pixel AUROC {r['pixel_AUROC']:.3f}, image AUROC {r['image_AUROC']:.3f}"
+        )
     print(f"CPU seconds now / before: {rows[1]['cpu'] / rows[0]['cpu']:.2f}")
 
 

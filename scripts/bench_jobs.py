@@ -62,17 +62,23 @@ def main() -> None:
                 cpu[name, jobs].append(cpu_seconds)
     w = {key: statistics.median(v) for key, v in wall.items()}
     c = {key: statistics.median(v) for key, v in cpu.items()}
-    print(f"{CELLS}-cell sweep, median of {args.repeats}; {os.cpu_count()} cores; "
-          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(
+        f"{CELLS}-cell sweep, median of {args.repeats}; {os.cpu_count()} cores; "
+        f"load average at the end {os.getloadavg()[0]:.1f}"
+    )
     print(f"  {'':34s} {'wall --jobs 1':>13s} {'--jobs 2':>9s} {'2 / 1':>6s}   {'CPU --jobs 1':>12s} {'--jobs 2':>9s}")
     for name in sources:
-        print(f"  {name:34s} {w[name, 1]:12.2f}s {w[name, 2]:8.2f}s {w[name, 2] / w[name, 1]:6.2f}   "
-              f"{c[name, 1]:11.2f}s {c[name, 2]:8.2f}s")
+        print(
+            f"  {name:34s} {w[name, 1]:12.2f}s {w[name, 2]:8.2f}s {w[name, 2] / w[name, 1]:6.2f}   "
+            f"{c[name, 1]:11.2f}s {c[name, 2]:8.2f}s"
+        )
     if args.before:
         before = next(name for name in sources if name.startswith("before"))
         for jobs in (1, 2):
-            print(f"--jobs {jobs}, this checkout / before: wall {w['this checkout', jobs] / w[before, jobs]:.2f}, "
-                  f"CPU {c['this checkout', jobs] / c[before, jobs]:.2f}")
+            print(
+                f"--jobs {jobs}, this checkout / before: wall {w['this checkout', jobs] / w[before, jobs]:.2f}, "
+                f"CPU {c['this checkout', jobs] / c[before, jobs]:.2f}"
+            )
     print("goal: --jobs 2 under --jobs 1 in wall time (2 / 1 below 1.00)")
 
 

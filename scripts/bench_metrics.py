@@ -46,12 +46,24 @@ def main() -> None:
     n_good = max(1, args.test_images - 4 * n_defect)
     with tempfile.TemporaryDirectory(prefix="adrun-bench-metrics-") as tmp:
         raw = {
-            "name": "bench", "output": str(Path(tmp) / "results"), "seed": 0,
-            "data": {"format": "synthetic", "categories": ["tile"], "num_workers": 0, "eval_batch_size": 16,
-                     "synthetic": {"image_size": args.image_size, "n_train": args.train_images,
-                                   "n_test_good": n_good, "n_test_defect": n_defect}},
-            "models": [{"name": "patchcore", "backbone": args.backbone, "pre_trained": False,
-                        "image_size": args.image_size}],
+            "name": "bench",
+            "output": str(Path(tmp) / "results"),
+            "seed": 0,
+            "data": {
+                "format": "synthetic",
+                "categories": ["tile"],
+                "num_workers": 0,
+                "eval_batch_size": 16,
+                "synthetic": {
+                    "image_size": args.image_size,
+                    "n_train": args.train_images,
+                    "n_test_good": n_good,
+                    "n_test_defect": n_defect,
+                },
+            },
+            "models": [
+                {"name": "patchcore", "backbone": args.backbone, "pre_trained": False, "image_size": args.image_size}
+            ],
             "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1},
         }
         the_plan = sweep.plan(validate(raw))
@@ -70,22 +82,29 @@ def main() -> None:
                     model = registry.build_model(variant, the_plan.exp_dir)
                     engine = registry.build_engine(variant, Path(tmp) / "engine")
                     start = time.perf_counter()
-                    results = engine.test(model=model, datamodule=datamodule, ckpt_path=run / record["checkpoint"],
-                                          verbose=False)
+                    results = engine.test(
+                        model=model, datamodule=datamodule, ckpt_path=run / record["checkpoint"], verbose=False
+                    )
                     if repeat:
                         seconds[name].append(time.perf_counter() - start)
                 values[name] = {k: round(float(v), 4) for k, v in results[0].items()}
         n_test = len(datamodule.test_data)
 
     with_s, without_s = (statistics.median(seconds[n]) for n in ("with AUPRO", "without AUPRO"))
-    print(f"patchcore {args.backbone} (untrained), {args.train_images} train / {n_test} test images "
-          f"at {args.image_size} px, {args.threads} threads, {args.repeats} alternating repeats")
+    print(
+        f"patchcore {args.backbone} (untrained), {args.train_images} train / {n_test} test images "
+        f"at {args.image_size} px, {args.threads} threads, {args.repeats} alternating repeats"
+    )
     print(f"metrics: {', '.join(DEFAULT_METRICS)} (AUPRO fpr_limit 0.3)")
     for name in variants:
-        print(f"  test step {name:<14} median {statistics.median(seconds[name]):7.2f} s  "
-              f"(runs: {', '.join(f'{s:.2f}' for s in seconds[name])})  {values[name]}")
-    print(f"AUPRO adds {with_s - without_s:.2f} s per test step "
-          f"({1000 * (with_s - without_s) / n_test:.1f} ms per image): ratio with/without {with_s / without_s:.3f}")
+        print(
+            f"  test step {name:<14} median {statistics.median(seconds[name]):7.2f} s  "
+            f"(runs: {', '.join(f'{s:.2f}' for s in seconds[name])})  {values[name]}"
+        )
+    print(
+        f"AUPRO adds {with_s - without_s:.2f} s per test step "
+        f"({1000 * (with_s - without_s) / n_test:.1f} ms per image): ratio with/without {with_s / without_s:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="adrun-bench-preflight-") as tmp:
         root = Path(tmp) / "data"
-        synthetic.make_dataset(root, ["tile"], image_size=args.image_size, n_train=242, n_test_good=30,
-                               n_test_defect=20)
+        synthetic.make_dataset(
+            root, ["tile"], image_size=args.image_size, n_train=242, n_test_good=30, n_test_defect=20
+        )
         n = sum(1 for p in (root / "tile").rglob("*.png"))
-        experiment = validate({"name": "bench", "output": str(Path(tmp) / "out"),
-                               "data": {"format": "mvtec", "root": str(root), "categories": ["tile"]},
-                               "models": [{"name": "patchcore"}]})
+        experiment = validate(
+            {
+                "name": "bench",
+                "output": str(Path(tmp) / "out"),
+                "data": {"format": "mvtec", "root": str(root), "categories": ["tile"]},
+                "models": [{"name": "patchcore"}],
+            }
+        )
         times: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.repeats):
             for verify in (False, True):

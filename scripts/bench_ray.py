@@ -69,8 +69,10 @@ def main() -> None:
     vs_ideal = (t["ray"] - t["jobs1"] / 2) / CELLS
     print(f"overhead per cell vs local --jobs 2, (ray - jobs2) / {CELLS}:               {vs_jobs2:+.2f} s")
     print(f"overhead per cell vs a perfect 2-way split, (ray - jobs1 / 2) / {CELLS}:    {vs_ideal:+.2f} s")
-    print("goal: under 2 s per cell; the second figure includes connecting, the preflight and "
-          "importing anomalib in each Ray worker")
+    print(
+        "goal: under 2 s per cell; the second figure includes connecting, the preflight and "
+        "importing anomalib in each Ray worker"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def main() -> None:
     rerun = statistics.median(times)
     print(f"cells: {len(records)} (computed in the first run: {cells})")
     print(f"first run (computes every cell, as a non-resuming runner always does): {first:.2f} s")
-    print(f"rerun of the finished sweep, median of {args.reruns}: {rerun:.2f} s "
-          f"(min {min(times):.2f}, max {max(times):.2f}); cells recomputed: {recomputed}; skipped: {out.count('skip')}")
+    print(
+        f"rerun of the finished sweep, median of {args.reruns}: {rerun:.2f} s "
+        f"(min {min(times):.2f}, max {max(times):.2f}); cells recomputed: {recomputed}; skipped: {out.count('skip')}"
+    )
     print(f"rerun / first run: {rerun / first:.3f}  ({first / rerun:.1f}x faster); goal: rerun < 2 s")
 
 

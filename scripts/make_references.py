@@ -43,7 +43,8 @@ class Readme:
     variants: dict[str, tuple[str, str]]
     layout: str = "rows"
     sections: dict[str, tuple[str, str | None]] = field(
-        default_factory=lambda: {heading: (metric, None) for heading, metric in SECTIONS.items()})
+        default_factory=lambda: {heading: (metric, None) for heading, metric in SECTIONS.items()}
+    )
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     percent: bool = False  # values published as percentages (98.37): divided by 100
 
@@ -53,8 +54,13 @@ R18 = ("ResNet-18", "backbone=resnet18")
 READMES = [
     # patchcore and efficient_ad first: their rows are those adrun shipped before the zoo.
     Readme("patchcore", {"Wide ResNet-50": WRN50, "ResNet-18": R18}),
-    Readme("efficient_ad", {"EfficientAd-S": ("EfficientAd-S", "model_size=small"),
-                            "EfficientAd-M": ("EfficientAd-M", "model_size=medium")}),
+    Readme(
+        "efficient_ad",
+        {
+            "EfficientAd-S": ("EfficientAd-S", "model_size=small"),
+            "EfficientAd-M": ("EfficientAd-M", "model_size=medium"),
+        },
+    ),
     Readme("padim", {"ResNet-18": R18, "Wide ResNet-50": WRN50}),
     Readme("stfpm", {"ResNet-18": R18, "Wide ResNet-50": WRN50}),
     Readme("reverse_distillation", {"Wide ResNet-50": WRN50}),
@@ -65,29 +71,54 @@ READMES = [
     Readme("glass", {"Wide ResNet-50": WRN50}),
     Readme("cfa", {"ResNet-18": R18, "Wide ResNet50": WRN50}, layout="transposed"),
     # Fastflow takes exactly these four backbones (fastflow/torch_model.py).
-    Readme("fastflow", {"ResNet-18": R18, "Wide ResNet50": WRN50,
-                        "DeiT": ("DeiT", "backbone=deit_base_distilled_patch16_384"),
-                        "CaiT": ("CaiT", "backbone=cait_m48_448")}, layout="transposed"),
+    Readme(
+        "fastflow",
+        {
+            "ResNet-18": R18,
+            "Wide ResNet50": WRN50,
+            "DeiT": ("DeiT", "backbone=deit_base_distilled_patch16_384"),
+            "CaiT": ("CaiT", "backbone=cait_m48_448"),
+        },
+        layout="transposed",
+    ),
     # CS-Flow publishes one table per image size; the heading names the size.
-    Readme("csflow", {"768": ("EfficientNet-B5 768 px", "image_size=768"),
-                      "256": ("EfficientNet-B5 256 px", "image_size=256")},
-           sections={"Image AUROC - 768 Image Size": ("image_AUROC", "768"),
-                     "Pixel AUROC - 768 Image Size": ("pixel_AUROC", "768"),
-                     "Image AUROC - 256 Image Size": ("image_AUROC", "256"),
-                     "Pixel AUROC - 256 Image Size": ("pixel_AUROC", "256")}),
+    Readme(
+        "csflow",
+        {"768": ("EfficientNet-B5 768 px", "image_size=768"), "256": ("EfficientNet-B5 256 px", "image_size=256")},
+        sections={
+            "Image AUROC - 768 Image Size": ("image_AUROC", "768"),
+            "Pixel AUROC - 768 Image Size": ("pixel_AUROC", "768"),
+            "Image AUROC - 256 Image Size": ("image_AUROC", "256"),
+            "Pixel AUROC - 256 Image Size": ("pixel_AUROC", "256"),
+        },
+    ),
     Readme("ganomaly", {"": ("GANomaly", "")}),
     Readme("dinomaly", {"Dinomaly": ("Dinomaly", "")}),
     Readme("l2bt", {"L2BT": ("L2BT", "")}),
     Readme("uninet", {"": ("UniNet", "")}),  # its tables have no label column
     # "Currently, the difference between ICPR and JIMS code is only the adapt_cls_features" (README).
-    Readme("supersimplenet", {"ICPR": ("ICPR", "adapt_cls_features=True"),
-                              "JIMS": ("JIMS", "adapt_cls_features=False")},
-           layout="metrics", sections={},
-           columns={"AUROC (ICPR)": ("image_AUROC", "ICPR"), "AUROC (JIMS)": ("image_AUROC", "JIMS")}),
-    Readme("mh_patchcore", {"": ("MH-PatchCore", "")}, layout="metrics", sections={},
-           columns={"Image AUROC": ("image_AUROC", ""), "Pixel AUROC": ("pixel_AUROC", "")}),
-    Readme("anomalyvfm", {"": ("AnomalyVFM", "")}, layout="metrics", sections={}, percent=True,
-           columns={"I-AUROC": ("image_AUROC", ""), "P-AUROC": ("pixel_AUROC", "")}),
+    Readme(
+        "supersimplenet",
+        {"ICPR": ("ICPR", "adapt_cls_features=True"), "JIMS": ("JIMS", "adapt_cls_features=False")},
+        layout="metrics",
+        sections={},
+        columns={"AUROC (ICPR)": ("image_AUROC", "ICPR"), "AUROC (JIMS)": ("image_AUROC", "JIMS")},
+    ),
+    Readme(
+        "mh_patchcore",
+        {"": ("MH-PatchCore", "")},
+        layout="metrics",
+        sections={},
+        columns={"Image AUROC": ("image_AUROC", ""), "Pixel AUROC": ("pixel_AUROC", "")},
+    ),
+    Readme(
+        "anomalyvfm",
+        {"": ("AnomalyVFM", "")},
+        layout="metrics",
+        sections={},
+        percent=True,
+        columns={"I-AUROC": ("image_AUROC", ""), "P-AUROC": ("pixel_AUROC", "")},
+    ),
 ]
 NUMBER = re.compile(r"\d+(\.\d+)?")
 
@@ -191,11 +222,14 @@ def main(out: Path = OUT) -> None:
         if not any(r[4] == "pixel_AUROC" for r in found):
             tables += "; it has no pixel table"
         settings = _settings(readme)
-        cited.append(f"#   {spec.model} rows: src/anomalib/models/image/{spec.model}/README.md ({tables})"
-                     + (f"\n#     {settings}" if settings else ""))
+        cited.append(
+            f"#   {spec.model} rows: src/anomalib/models/image/{spec.model}/README.md ({tables})"
+            + (f"\n#     {settings}" if settings else "")
+        )
     parsed = {spec.model for spec in READMES}
-    others = sorted(p.name for p in MODELS.iterdir() if p.is_dir() and not p.name.startswith("__")
-                    and p.name not in parsed)
+    others = sorted(
+        p.name for p in MODELS.iterdir() if p.is_dir() and not p.name.startswith("__") and p.name not in parsed
+    )
     head = f"""# anomalib: the benchmark tables published in anomalib's model READMEs (MVTec AD).
 # Source: github.com/open-edge-platform/anomalib, release {version("anomalib")}:
 {chr(10).join(cited)}

@@ -31,7 +31,10 @@ def splice(text: str, name: str, body: str) -> str:
 
 def help_block() -> str:
     help_text = subprocess.run(
-        [sys.executable, "-m", "adrun.cli", "--help"], capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "adrun.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
         # A fixed width; PYTHONPATH kept, so a source tree on it is the adrun that answers.
         env={"COLUMNS": "100", "PATH": "", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
     ).stdout
@@ -59,8 +62,10 @@ def table_block(exp: Path, timing: bool = True) -> str:
     versions = records[0]["versions"] if records else {}
     versions_text = f"(anomalib {versions.get('anomalib', '?')}, torch {versions.get('torch', '?')})"
     if timing:
-        note = (f"\n{len(records)} cells, {seconds:.0f} s of fit + test in total on this project's 2-core CPU "
-                f"machine {versions_text}.\n")
+        note = (
+            f"\n{len(records)} cells, {seconds:.0f} s of fit + test in total on this project's 2-core CPU "
+            f"machine {versions_text}.\n"
+        )
     else:
         # No timing for the demo: the README quotes one figure, the wall time the sweep itself prints.
         note = f"\n{len(records)} cells {versions_text}.\n"

@@ -16,11 +16,23 @@ import yaml
 CELLS = 6
 CONFIG = {
     "seed": 0,
-    "data": {"format": "synthetic", "categories": ["tile", "leather", "grid"], "num_workers": 0,
-             "train_batch_size": 8, "eval_batch_size": 8,
-             "synthetic": {"image_size": 64, "n_train": 6, "n_test_good": 3, "n_test_defect": 1}},
-    "models": [{"name": "patchcore", "backbone": "resnet18", "pre_trained": False, "image_size": 64,
-                "coreset_sampling_ratio": {"grid": [0.05, 0.1]}}],
+    "data": {
+        "format": "synthetic",
+        "categories": ["tile", "leather", "grid"],
+        "num_workers": 0,
+        "train_batch_size": 8,
+        "eval_batch_size": 8,
+        "synthetic": {"image_size": 64, "n_train": 6, "n_test_good": 3, "n_test_defect": 1},
+    },
+    "models": [
+        {
+            "name": "patchcore",
+            "backbone": "resnet18",
+            "pre_trained": False,
+            "image_size": 64,
+            "coreset_sampling_ratio": {"grid": [0.05, 0.1]},
+        }
+    ],
     "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1},
 }
 
@@ -39,6 +51,7 @@ def timed_sweep(config: Path, *args: str, src: Path | None = None) -> tuple[floa
     if src is not None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), *args],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "adrun.cli", "sweep", str(config), *args], capture_output=True, text=True, env=env
+    )
     return time.perf_counter() - start, done

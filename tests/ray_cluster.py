@@ -80,15 +80,31 @@ class LocalCluster:
         cwd.mkdir(parents=True, exist_ok=True)
         log = self.base / f"{name}.log"
         env = {
-            **os.environ, **self.env, **self.driver_env,
+            **os.environ,
+            **self.env,
+            **self.driver_env,
             # Notice a dead node in ~2 s instead of Ray's default ~30 s.
-            "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-            "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "1000",
+            "RAY_health_check_period_ms": "500",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            "RAY_health_check_initial_delay_ms": "1000",
         }
         proc = subprocess.Popen(
-            [RAY, "start", "--block", f"--node-ip-address={ip}", "--disable-usage-stats",
-             f"--temp-dir={self.base / ('tmp-' + name)}", "--object-store-memory=100000000", *args],
-            cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                RAY,
+                "start",
+                "--block",
+                f"--node-ip-address={ip}",
+                "--disable-usage-stats",
+                f"--temp-dir={self.base / ('tmp-' + name)}",
+                "--object-store-memory=100000000",
+                *args,
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while "Ray runtime started" not in log.read_text(errors="replace"):
@@ -119,8 +135,17 @@ class LocalCluster:
 
     def start_head(self, cpus: int = 1, ip: str = "127.0.0.2") -> str:
         port = free_port(ip)
-        self._start("head", ip, ["--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
-                                 f"--ray-client-server-port={free_port(ip)}"])
+        self._start(
+            "head",
+            ip,
+            [
+                "--head",
+                f"--port={port}",
+                f"--num-cpus={cpus}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port(ip)}",
+            ],
+        )
         self.address = f"{ip}:{port}"
         return self.address
 

@@ -23,8 +23,13 @@ def sweep_config(tmp: Path, name: str = "c.yaml", **data) -> Path:
 
 def adrun(*args) -> subprocess.Popen:
     # Wide enough that rich does not wrap the lines asserted on.
-    return subprocess.Popen([sys.executable, "-m", "adrun.cli", *map(str, args)], env={**os.environ, "COLUMNS": "200"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "adrun.cli", *map(str, args)],
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def record(exp: Path, category: str, label: str = "patchcore", seed: int = 42) -> dict | None:

@@ -88,7 +88,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt, [*path, nxt])):
                 return cycle
         state[node] = "done"
@@ -102,8 +102,14 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_and_no_backend_imports_the_sweep():
     graph = import_graph()
-    assert {"adrun.sweep", "adrun.backends.base", "adrun.backends.serial", "adrun.backends.process",
-            "adrun.backends.ray", "adrun.backends.worker"} <= set(graph)
+    assert {
+        "adrun.sweep",
+        "adrun.backends.base",
+        "adrun.backends.serial",
+        "adrun.backends.process",
+        "adrun.backends.ray",
+        "adrun.backends.worker",
+    } <= set(graph)
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     for name, imports in graph.items():
         if name.startswith("adrun.backends"):
@@ -113,8 +119,13 @@ def test_no_import_cycle_and_no_backend_imports_the_sweep():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         lazy = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 assert name == "adrun.backends.ray" and id(node) in lazy, f"{name} imports ray"
     for name in graph:  # and every module imports, in this order, without a cycle at import time
@@ -133,8 +144,14 @@ def test_only_a_full_disk_aborts_a_sweep_and_errors_keep_their_class_across_proc
     from adrun import errors
 
     assert errors.aborts_sweep(errors.DiskFullError("x"))
-    for exc in (errors.WeightsError("x"), errors.DataError("x"), errors.AdrunError("x"), ValueError("x"),
-                OSError(28, "No space left on device"), KeyboardInterrupt()):
+    for exc in (
+        errors.WeightsError("x"),
+        errors.DataError("x"),
+        errors.AdrunError("x"),
+        ValueError("x"),
+        OSError(28, "No space left on device"),
+        KeyboardInterrupt(),
+    ):
         assert not errors.aborts_sweep(exc), exc
     wire = json.loads(json.dumps(errors.to_wire(errors.WeightsError("backbone weights file w.pth does not exist"))))
     back = errors.from_wire(wire)
@@ -150,8 +167,14 @@ def test_a_dead_cell_record_has_the_shape_of_a_real_one(tmp_path):
 
     experiment = load_experiment(None, raw=tiny_raw(tmp_path))
     cell = expand(experiment, ["tile"])[0]
-    dead = dead_record(cell, tmp_path, "worker process killed by SIGKILL", started_at="2020-01-01T00:00:00+00:00",
-                       pid=123, cuda_visible_devices="1")
+    dead = dead_record(
+        cell,
+        tmp_path,
+        "worker process killed by SIGKILL",
+        started_at="2020-01-01T00:00:00+00:00",
+        pid=123,
+        cuda_visible_devices="1",
+    )
     assert set(base_record(cell, tmp_path)) <= set(dead)
     assert dead["status"] == "failed" and dead["error"] == "worker process killed by SIGKILL"
     assert dead["started_at"] == "2020-01-01T00:00:00+00:00" and dead["finished_at"]
@@ -315,9 +338,15 @@ def cluster():
     """Two nodes on loopback, as in test_ray.py; their workers load tests/hooks (the full disk)."""
     base = Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp"))
     home = base / "home"
-    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "TORCH_HOME": str(home / "torch"),
-           "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "TORCH_HOME": str(home / "torch"),
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p),
+    }
     local = LocalCluster(base, env=env)
     try:
         local.start_head(cpus=1)
@@ -340,16 +369,18 @@ def _files(exp: Path, category: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "attempts.jsonl")
 
 
-PARITY = [pytest.param(name, marks=[pytest.mark.slow, *([pytest.mark.ray] if name == "ray" else [])])
-          for name in BACKENDS]
+PARITY = [
+    pytest.param(name, marks=[pytest.mark.slow, *([pytest.mark.ray] if name == "ray" else [])]) for name in BACKENDS
+]
 
 
 @pytest.mark.parametrize("backend", PARITY)
 def test_a_failing_cell_fails_alone_under_every_backend(tmp_path, request, backend):
     from adrun import synthetic
 
-    root = synthetic.make_dataset(tmp_path / "data", ["tile", "leather"], seed=42, image_size=64, n_train=6,
-                                  n_test_good=3, n_test_defect=1)
+    root = synthetic.make_dataset(
+        tmp_path / "data", ["tile", "leather"], seed=42, image_size=64, n_train=6, n_test_good=3, n_test_defect=1
+    )
     # PNGs cut short: their headers are whole, so the preflight (headers only) lets them
     # through, and the cell fails when it decodes them.
     for png in (root / "leather/train/good").glob("*.png"):

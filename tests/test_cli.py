@@ -45,8 +45,14 @@ def test_sweep_writes_records_and_tables(swept):
         assert record["config"]["model"]["name"] == label
         assert (run_path(exp, label, "tile") / record["checkpoint"]).stat().st_size > 0
     table = pd.read_csv(exp / "pixel_auroc.csv", index_col=0)
-    assert list(table.columns) == ["patchcore", "patchcore std", "patchcore n",
-                                   "efficient_ad", "efficient_ad std", "efficient_ad n"]
+    assert list(table.columns) == [
+        "patchcore",
+        "patchcore std",
+        "patchcore n",
+        "efficient_ad",
+        "efficient_ad std",
+        "efficient_ad n",
+    ]
     assert table.loc["tile", "patchcore n"] == 1 and pd.isna(table.loc["tile", "patchcore std"])
     assert list(table.index) == ["tile", "mean"]
     patchcore = json.loads((exp / "runs/patchcore/tile/seed-42/record.json").read_text())
@@ -142,8 +148,9 @@ def test_predict_mirrors_input_folders_so_same_named_images_keep_their_own_overl
         assert (out / row["overlay"]).stat().st_size > 0
 
 
-@pytest.mark.parametrize("name, content", [("empty.png", b""), ("notes.png", b"<html>not found</html>"),
-                                           ("notes.txt", b"hello")])
+@pytest.mark.parametrize(
+    "name, content", [("empty.png", b""), ("notes.png", b"<html>not found</html>"), ("notes.txt", b"hello")]
+)
 def test_predict_refuses_a_non_image_or_empty_file_in_one_line(swept, tmp_path, name, content):
     base, _, _ = swept
     bad = tmp_path / name
@@ -176,8 +183,9 @@ def test_folder_format_reads_other_image_types(tmp_path):
 
     from adrun import synthetic
 
-    png = synthetic.make_dataset(tmp_path / "png", ["tile"], seed=3, image_size=64, n_train=6, n_test_good=3,
-                                 n_test_defect=1)
+    png = synthetic.make_dataset(
+        tmp_path / "png", ["tile"], seed=3, image_size=64, n_train=6, n_test_good=3, n_test_defect=1
+    )
     for path in png.rglob("*.png"):
         target = tmp_path / "jpg" / path.relative_to(png)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -197,14 +205,22 @@ def test_folder_format_reads_other_image_types(tmp_path):
     ("args", "expected"),
     [
         (["sweep", "missing.yaml"], "adrun: error: missing.yaml: no such config file"),
-        (["sweep", "{cfg}", "--set", "models.0.coreset_sampling_ratoi=0.1"],
-         "adrun: error: --set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
-        (["sweep", "{cfg}", "--set", "data.format=mvtec", "--set", "data.root={tmp}/nowhere"],
-         "adrun: error: data.root {tmp}/nowhere does not exist"),
-        (["sweep", "{cfg}", "--set", "data.categories=[carpet]"],
-         "adrun: error: data.categories: synthetic data has no category 'carpet'"),
-        (["sweep", "{cfg}", "--set", "models.1.train_batch_size=4"],
-         "adrun: error: efficient_ad: EfficientAd trains with batch size 1"),
+        (
+            ["sweep", "{cfg}", "--set", "models.0.coreset_sampling_ratoi=0.1"],
+            "adrun: error: --set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?",
+        ),
+        (
+            ["sweep", "{cfg}", "--set", "data.format=mvtec", "--set", "data.root={tmp}/nowhere"],
+            "adrun: error: data.root {tmp}/nowhere does not exist",
+        ),
+        (
+            ["sweep", "{cfg}", "--set", "data.categories=[carpet]"],
+            "adrun: error: data.categories: synthetic data has no category 'carpet'",
+        ),
+        (
+            ["sweep", "{cfg}", "--set", "models.1.train_batch_size=4"],
+            "adrun: error: efficient_ad: EfficientAd trains with batch size 1",
+        ),
         (["test", "{tmp}"], "adrun: error: {tmp}: no record.json here"),
         (["table", "{tmp}"], "adrun: error: {tmp}: no runs/ folder"),
         (["make-data", "{tmp}/d", "--categories", "carpet"], "adrun: error: --categories: unknown 'carpet'"),
@@ -244,11 +260,17 @@ def test_all_categories_means_every_folder_in_layout(tmp_path):
     from adrun.config import validate
     from adrun.data import prepare
 
-    root = synthetic.make_dataset(tmp_path / "data", ["grid", "tile"], image_size=32, n_train=1,
-                                  n_test_good=1, n_test_defect=1)
+    root = synthetic.make_dataset(
+        tmp_path / "data", ["grid", "tile"], image_size=32, n_train=1, n_test_good=1, n_test_defect=1
+    )
     (tmp_path / "data" / "notes").mkdir()  # not a category: no train/good
-    experiment = validate({"name": "x", "data": {"format": "mvtec", "root": str(root), "categories": "all"},
-                           "models": [{"name": "patchcore"}]})
+    experiment = validate(
+        {
+            "name": "x",
+            "data": {"format": "mvtec", "root": str(root), "categories": "all"},
+            "models": [{"name": "patchcore"}],
+        }
+    )
     assert prepare(experiment, tmp_path / "out") == (root, ["grid", "tile"])
 
 

@@ -21,11 +21,20 @@ def record(label, model, category, pixel, image=None, index=0, category_index=0,
     if image is not None:
         metrics["image_AUROC"] = image
     return {
-        "status": "success", "label": label, "model": model, "category": category,
-        "index": index, "category_index": category_index, "metrics": metrics,
+        "status": "success",
+        "label": label,
+        "model": model,
+        "category": category,
+        "index": index,
+        "category_index": category_index,
+        "metrics": metrics,
         "seconds": {"fit": 1.0, "test": 0.5, "total": 1.5},
-        "config": {"experiment": "exp", "model": {"name": model, **model_config},
-                   "data": {"format": "mvtec"}, "trainer": {}},
+        "config": {
+            "experiment": "exp",
+            "model": {"name": model, **model_config},
+            "data": {"format": "mvtec"},
+            "trainer": {},
+        },
         "versions": {"anomalib": "2.7.0"},
     }
 
@@ -100,7 +109,10 @@ def test_variant_follows_the_config(experiment):
     assert by["pc-r18"].loc["tile", "reference"] == 0.943  # ResNet-18 row
     assert (by["ead"].reference_model == "").all()  # anomalib publishes no EfficientAd pixel AUROC
     image = table[(table.metric == "image_AUROC") & (table.model == "ead")].set_index("category")
-    assert image.loc["tile", "reference"] == 1.000 and image.loc["tile", "reference_model"] == "efficient_ad (EfficientAd-S)"
+    assert (
+        image.loc["tile", "reference"] == 1.000
+        and image.loc["tile", "reference_model"] == "efficient_ad (EfficientAd-S)"
+    )
 
 
 def test_markdown_says_what_is_missing(experiment):
@@ -119,7 +131,9 @@ def test_markdown_says_what_is_missing(experiment):
     assert lines[start + 5].startswith("| **mean** | 0.935 |")
     assert "- pc-wide: patchcore-paper has no bracket" in lines
     assert "- ead: patchcore-paper has no efficient_ad pixel_AUROC" in lines
-    assert "- pc-r18 is compared with patchcore (IM224 WR50 10% coreset; none matches this config, so the first)" in lines
+    assert (
+        "- pc-r18 is compared with patchcore (IM224 WR50 10% coreset; none matches this config, so the first)" in lines
+    )
 
 
 def test_cli_compare_writes_files_and_prints_deltas(experiment):

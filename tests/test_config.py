@@ -29,20 +29,30 @@ def test_every_shipped_config_validates(path):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (with_(**{"models.0.coreset_sampling_ratoi": 0.1}),
-         "models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
-        (with_(**{"models.0.name": "patchcor"}),
-         "models.0.name: unknown model 'patchcor' (did you mean 'patchcore'?); choose one of "
-         + ", ".join(MODEL_NAMES)),
-        (with_(**{"models.0.coreset_sampling_ratio": "lots"}),
-         "models.0.coreset_sampling_ratio: Input should be a valid number, unable to parse string as a number (got 'lots')"),
+        (
+            with_(**{"models.0.coreset_sampling_ratoi": 0.1}),
+            "models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?",
+        ),
+        (
+            with_(**{"models.0.name": "patchcor"}),
+            "models.0.name: unknown model 'patchcor' (did you mean 'patchcore'?); choose one of "
+            + ", ".join(MODEL_NAMES),
+        ),
+        (
+            with_(**{"models.0.coreset_sampling_ratio": "lots"}),
+            "models.0.coreset_sampling_ratio: Input should be a valid number, unable to parse string as a number (got 'lots')",
+        ),
         (with_(**{"data.fromat": "mvtec"}), "data.fromat: unknown key; did you mean 'format'?"),
-        (with_(**{"data.format": "coco"}),
-         "data.format: unknown data format; choose one of mvtec, mvtec_ad2, mvtec_loco, visa, btech, mpdd, "
-         "kolektor, realiad, folder, synthetic (got 'coco')"),
+        (
+            with_(**{"data.format": "coco"}),
+            "data.format: unknown data format; choose one of mvtec, mvtec_ad2, mvtec_loco, visa, btech, mpdd, "
+            "kolektor, realiad, folder, synthetic (got 'coco')",
+        ),
         (with_(**{"seed": "abc"}), "seed: expected an integer or {grid: [0, 1, 2]} (got 'abc')"),
-        (with_(**{"models.0.name": "efficient_ad", "models.0.image_size": 128}),
-         "models.0.image_size: must be at least 256 for efficient_ad (its autoencoder decodes to 256 px) (got 128)"),
+        (
+            with_(**{"models.0.name": "efficient_ad", "models.0.image_size": 128}),
+            "models.0.image_size: must be at least 256 for efficient_ad (its autoencoder decodes to 256 px) (got 128)",
+        ),
         ({"data": {}, "models": [{"name": "patchcore"}]}, "name: required key is missing; add it"),
         (with_(**{"models.0.layers": "{grid: []}"}), "models.0.layers.grid: expected a non-empty list of values"),
     ],
@@ -78,7 +88,9 @@ def test_yaml_is_parsed_safely(tmp_path):
 
 
 def test_set_overrides_are_typed_and_validated():
-    raw = apply_overrides(BASE, ["data.root=/data/mvtec", "models.0.coreset_sampling_ratio=0.01", "data.categories=[a, b]"])
+    raw = apply_overrides(
+        BASE, ["data.root=/data/mvtec", "models.0.coreset_sampling_ratio=0.01", "data.categories=[a, b]"]
+    )
     experiment = validate(raw)
     assert str(experiment.data.root) == "/data/mvtec"
     assert experiment.models[0].coreset_sampling_ratio == 0.01
@@ -92,7 +104,9 @@ def test_set_overrides_are_typed_and_validated():
 
 
 def test_grid_expands_into_labelled_cells():
-    raw = with_(**{"models.0.coreset_sampling_ratio": "{grid: [0.01, 0.1]}", "models.0.num_neighbors": "{grid: [1, 9]}"})
+    raw = with_(
+        **{"models.0.coreset_sampling_ratio": "{grid: [0.01, 0.1]}", "models.0.num_neighbors": "{grid: [1, 9]}"}
+    )
     raw["models"].append({"name": "efficient_ad", "train_batch_size": 1})
     experiment = validate(raw)
     cells = expand(experiment, ["tile", "grid"])
@@ -162,7 +176,10 @@ def test_seeds_are_a_grid_dimension(seeds):
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"seeds": "[0, 1]", "seed": 3}, "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})"),
+        (
+            {"seeds": "[0, 1]", "seed": 3},
+            "seed and seeds are both set; keep one (several seeds: seeds: [0, 1, 2], or seed: {grid: [0, 1, 2]})",
+        ),
         ({"seeds": "[1, 1]"}, "seeds: [1, 1] repeats a seed; list each seed once"),
         ({"seed": "{grid: []}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),
         ({"seed": "{list: [1]}"}, "seed: expected an integer or {grid: [0, 1, 2]} (a non-empty list of seeds)"),

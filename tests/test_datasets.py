@@ -44,8 +44,7 @@ def mask(path: Path, defect: bool = True) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def mvtec_like(base: Path, normal="good", defect="crack", ext=".png", mask_name="{stem}_mask.png",
-               masks=True) -> None:
+def mvtec_like(base: Path, normal="good", defect="crack", ext=".png", mask_name="{stem}_mask.png", masks=True) -> None:
     for i in range(5):
         image(base / "train" / normal / f"{i:03d}{ext}")
     for i in range(2):
@@ -110,13 +109,15 @@ def make(fmt: str, root: Path) -> str:
             path = f"OK/S{i:04d}/audiojack_{i:04d}_OK_C1.jpg"
             image(base / path)
             listing["train" if i < 4 else "test"].append(
-                {"category": "AK", "anomaly_class": "OK", "image_path": path, "mask_path": None})
+                {"category": "AK", "anomaly_class": "OK", "image_path": path, "mask_path": None}
+            )
         for i in range(2):
             path = f"NG/AK/S{20 + i:04d}/audiojack_{20 + i:04d}_NG_AK_C1.jpg"
             image(base / path, defect=True)
             mask(base / path.replace(".jpg", ".png"))
-            listing["test"].append({"category": "AK", "anomaly_class": "AK", "image_path": path,
-                                    "mask_path": path.replace(".jpg", ".png")})
+            listing["test"].append(
+                {"category": "AK", "anomaly_class": "AK", "image_path": path, "mask_path": path.replace(".jpg", ".png")}
+            )
         jsons = root / "realiad_jsons" / "realiad_jsons"
         jsons.mkdir(parents=True)
         (jsons / "audiojack.json").write_text(json.dumps(listing))
@@ -124,14 +125,33 @@ def make(fmt: str, root: Path) -> str:
     raise AssertionError(fmt)
 
 
-FIXTURES = ["mvtec", "mvtec_nomasks", "mvtec_ad2", "mvtec_loco", "visa", "btech", "mpdd", "kolektor", "realiad",
-            "folder"]
+FIXTURES = [
+    "mvtec",
+    "mvtec_nomasks",
+    "mvtec_ad2",
+    "mvtec_loco",
+    "visa",
+    "btech",
+    "mpdd",
+    "kolektor",
+    "realiad",
+    "folder",
+]
 
 
 # The anomalib datamodule each fixture must be read by (an MVTec category without masks: Folder).
-DATAMODULES = {"mvtec": "MVTecAD", "mvtec_nomasks": "Folder", "mvtec_ad2": "MVTecAD2", "mvtec_loco": "MVTecLOCO",
-               "visa": "Visa", "btech": "BTech", "mpdd": "MPDD", "kolektor": "Kolektor", "realiad": "RealIAD",
-               "folder": "Folder"}
+DATAMODULES = {
+    "mvtec": "MVTecAD",
+    "mvtec_nomasks": "Folder",
+    "mvtec_ad2": "MVTecAD2",
+    "mvtec_loco": "MVTecLOCO",
+    "visa": "Visa",
+    "btech": "BTech",
+    "mpdd": "MPDD",
+    "kolektor": "Kolektor",
+    "realiad": "RealIAD",
+    "folder": "Folder",
+}
 
 
 def format_of(fixture: str) -> str:
@@ -176,61 +196,110 @@ def test_layout_check_passes_on_the_real_layout(datasets, fixture):
 # (fixture, how to break it, the exact lines; {r} is the root, {c} the category folder)
 BREAKS = {
     "mvtec: mask folder missing": (
-        "mvtec", lambda r: shutil.rmtree(r / "bottle/ground_truth/crack"),
-        ["category 'bottle': {r}/bottle/ground_truth/crack is missing; every test/<defect> needs "
-         "ground_truth/<defect>/*_mask.png"]),
+        "mvtec",
+        lambda r: shutil.rmtree(r / "bottle/ground_truth/crack"),
+        [
+            "category 'bottle': {r}/bottle/ground_truth/crack is missing; every test/<defect> needs "
+            "ground_truth/<defect>/*_mask.png"
+        ],
+    ),
     "mvtec: category missing": (
-        "mvtec", lambda r: shutil.move(r / "bottle", r / "other"),
-        ["category 'bottle': folder {r}/bottle is missing; categories under {r}: other"]),
+        "mvtec",
+        lambda r: shutil.move(r / "bottle", r / "other"),
+        ["category 'bottle': folder {r}/bottle is missing; categories under {r}: other"],
+    ),
     "mpdd: train split missing": (
-        "mpdd", lambda r: shutil.rmtree(r / "bracket_black/train"),
-        ["category 'bracket_black': {r}/bracket_black/train/good has no .png images; MPDD layout needs "
-         "<category>/train/good/*"]),
+        "mpdd",
+        lambda r: shutil.rmtree(r / "bracket_black/train"),
+        [
+            "category 'bracket_black': {r}/bracket_black/train/good has no .png images; MPDD layout needs "
+            "<category>/train/good/*"
+        ],
+    ),
     "visa: raw download only": (
-        "visa", lambda r: (shutil.rmtree(r / "visa_pytorch"), (r / "candle/Data/Images/Normal").mkdir(parents=True)),
-        ["category 'candle': {r} holds VisA's raw download but not the split tree {r}/visa_pytorch/candle that "
-         "anomalib reads, and adrun never writes into a dataset; convert it once yourself with python -c \"from "
-         "anomalib.data import Visa; Visa(root='{r}', category='candle').prepare_data()\" (it writes visa_pytorch/ "
-         "there)"]),
+        "visa",
+        lambda r: (shutil.rmtree(r / "visa_pytorch"), (r / "candle/Data/Images/Normal").mkdir(parents=True)),
+        [
+            "category 'candle': {r} holds VisA's raw download but not the split tree {r}/visa_pytorch/candle that "
+            'anomalib reads, and adrun never writes into a dataset; convert it once yourself with python -c "from '
+            "anomalib.data import Visa; Visa(root='{r}', category='candle').prepare_data()\" (it writes visa_pytorch/ "
+            "there)"
+        ],
+    ),
     "visa: mask misnamed": (
-        "visa", lambda r: (r / "visa_pytorch/candle/ground_truth/bad/001.png").rename(
-            r / "visa_pytorch/candle/ground_truth/bad/x1.png"),
-        ["category 'candle': {r}/visa_pytorch/candle/test/bad/001.JPG has no mask (expected "
-         "ground_truth/<defect>/001.png); {r}/visa_pytorch/candle/ground_truth/bad/x1.png matches no image; name "
-         "each mask <image>.png, as VisA's split tree does"]),
+        "visa",
+        lambda r: (r / "visa_pytorch/candle/ground_truth/bad/001.png").rename(
+            r / "visa_pytorch/candle/ground_truth/bad/x1.png"
+        ),
+        [
+            "category 'candle': {r}/visa_pytorch/candle/test/bad/001.JPG has no mask (expected "
+            "ground_truth/<defect>/001.png); {r}/visa_pytorch/candle/ground_truth/bad/x1.png matches no image; name "
+            "each mask <image>.png, as VisA's split tree does"
+        ],
+    ),
     "btech: a mask missing": (
-        "btech", lambda r: (r / "01/ground_truth/ko/001.png").unlink(),
-        ["category '01': {r}/01/test/ko/001.bmp has no mask (expected ground_truth/<defect>/001.png); name each "
-         "mask <image>.png (a PNG whatever the image's type), as BTech does"]),
+        "btech",
+        lambda r: (r / "01/ground_truth/ko/001.png").unlink(),
+        [
+            "category '01': {r}/01/test/ko/001.bmp has no mask (expected ground_truth/<defect>/001.png); name each "
+            "mask <image>.png (a PNG whatever the image's type), as BTech does"
+        ],
+    ),
     "mvtec_ad2: validation missing": (
-        "mvtec_ad2", lambda r: shutil.rmtree(r / "sheet_metal/validation"),
-        ["category 'sheet_metal': {r}/sheet_metal/validation/good has no .png images; MVTec AD 2 layout needs "
-         "<category>/validation/good/*.png"]),
+        "mvtec_ad2",
+        lambda r: shutil.rmtree(r / "sheet_metal/validation"),
+        [
+            "category 'sheet_metal': {r}/sheet_metal/validation/good has no .png images; MVTec AD 2 layout needs "
+            "<category>/validation/good/*.png"
+        ],
+    ),
     "mvtec_ad2: a mask missing": (
-        "mvtec_ad2", lambda r: (r / "sheet_metal/test_public/ground_truth/bad/000_regular_mask.png").unlink(),
-        ["category 'sheet_metal': {r}/sheet_metal/test_public/bad/000_regular.png has no mask (expected "
-         "{r}/sheet_metal/test_public/ground_truth/bad/000_regular_mask.png); every test_public/bad image needs "
-         "test_public/ground_truth/bad/<image>_mask.png"]),
+        "mvtec_ad2",
+        lambda r: (r / "sheet_metal/test_public/ground_truth/bad/000_regular_mask.png").unlink(),
+        [
+            "category 'sheet_metal': {r}/sheet_metal/test_public/bad/000_regular.png has no mask (expected "
+            "{r}/sheet_metal/test_public/ground_truth/bad/000_regular_mask.png); every test_public/bad image needs "
+            "test_public/ground_truth/bad/<image>_mask.png"
+        ],
+    ),
     "mvtec_loco: mask folder missing": (
-        "mvtec_loco", lambda r: shutil.rmtree(r / "breakfast_box/ground_truth/logical_anomalies/001"),
-        ["category 'breakfast_box': {r}/breakfast_box/test/logical_anomalies/001.png has no masks (expected "
-         "{r}/breakfast_box/ground_truth/logical_anomalies/001/000.png); every anomalous image needs its own folder "
-         "of masks, ground_truth/<defect>/<image>/*.png"]),
+        "mvtec_loco",
+        lambda r: shutil.rmtree(r / "breakfast_box/ground_truth/logical_anomalies/001"),
+        [
+            "category 'breakfast_box': {r}/breakfast_box/test/logical_anomalies/001.png has no masks (expected "
+            "{r}/breakfast_box/ground_truth/logical_anomalies/001/000.png); every anomalous image needs its own folder "
+            "of masks, ground_truth/<defect>/<image>/*.png"
+        ],
+    ),
     "kolektor: a label missing": (
-        "kolektor", lambda r: (r / "kos02/Part0_label.bmp").unlink(),
-        ["category 'kolektor': {r}/kos02/Part0.jpg has no mask (expected Part0_label.bmp beside it); every image "
-         "needs its <image>_label.bmp"]),
+        "kolektor",
+        lambda r: (r / "kos02/Part0_label.bmp").unlink(),
+        [
+            "category 'kolektor': {r}/kos02/Part0.jpg has no mask (expected Part0_label.bmp beside it); every image "
+            "needs its <image>_label.bmp"
+        ],
+    ),
     "realiad: json missing": (
-        "realiad", lambda r: (r / "realiad_jsons/realiad_jsons/audiojack.json").unlink(),
-        ["category 'audiojack': {r}/realiad_jsons/realiad_jsons/audiojack.json is missing; Real-IAD lists each "
-         "category's images there"]),
+        "realiad",
+        lambda r: (r / "realiad_jsons/realiad_jsons/audiojack.json").unlink(),
+        [
+            "category 'audiojack': {r}/realiad_jsons/realiad_jsons/audiojack.json is missing; Real-IAD lists each "
+            "category's images there"
+        ],
+    ),
     "realiad: a listed image missing": (
-        "realiad", lambda r: (r / "realiad_256/audiojack/OK/S0004/audiojack_0004_OK_C1.jpg").unlink(),
-        ["category 'audiojack': {r}/realiad_256/audiojack/OK/S0004/audiojack_0004_OK_C1.jpg is listed in "
-         "audiojack.json but missing"]),
+        "realiad",
+        lambda r: (r / "realiad_256/audiojack/OK/S0004/audiojack_0004_OK_C1.jpg").unlink(),
+        [
+            "category 'audiojack': {r}/realiad_256/audiojack/OK/S0004/audiojack_0004_OK_C1.jpg is listed in "
+            "audiojack.json but missing"
+        ],
+    ),
     "folder: test split missing": (
-        "folder", lambda r: shutil.rmtree(r / "widget/test"),
-        ["category 'widget': {r}/widget/test is missing or empty; MVTec AD layout needs <category>/test/<defect>/*"]),
+        "folder",
+        lambda r: shutil.rmtree(r / "widget/test"),
+        ["category 'widget': {r}/widget/test is missing or empty; MVTec AD layout needs <category>/test/<defect>/*"],
+    ),
 }
 
 
@@ -240,7 +309,8 @@ def test_a_broken_layout_is_one_exact_line(copy_of, case):
     root, category = copy_of(fixture)
     breaks(root)
     assert data.layout_problems(root, category, DataConfig(format=format_of(fixture))) == [
-        line.format(r=root) for line in expected]
+        line.format(r=root) for line in expected
+    ]
 
 
 @pytest.mark.parametrize("fmt", sorted(set(FORMATS) - {"synthetic", "folder"}))
@@ -248,10 +318,13 @@ def test_a_missing_dataset_names_adrun_fetch_where_anomalib_can_download(tmp_pat
     spec = FORMATS[fmt]
     category = (spec.categories or ("anything",))[0]
     lines = data.layout_problems(tmp_path / "nowhere", category, DataConfig(format=fmt))
-    get = f"run `adrun fetch CONFIG` to download {spec.title} there" if spec.fetchable \
-        else f"download {spec.title} there"
-    assert lines == [f"data.root {tmp_path / 'nowhere'} does not exist; {get}, set data.root (or --root, or "
-                     "ADRUN_DATA_ROOT), or use data.format: synthetic"]
+    get = (
+        f"run `adrun fetch CONFIG` to download {spec.title} there" if spec.fetchable else f"download {spec.title} there"
+    )
+    assert lines == [
+        f"data.root {tmp_path / 'nowhere'} does not exist; {get}, set data.root (or --root, or "
+        "ADRUN_DATA_ROOT), or use data.format: synthetic"
+    ]
     assert not (tmp_path / "nowhere").exists()
     assert spec.fetchable == (fmt in {"mvtec", "mvtec_ad2", "visa", "kolektor"})
 
@@ -288,8 +361,9 @@ def smoke_config(tmp_path: Path, fmt: str, root: Path, category: str) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture", FIXTURES)
-def test_smoke_sweep_runs_through_anomalibs_datamodule_and_leaves_the_dataset_alone(datasets, tmp_path, fixture,
-                                                                                    monkeypatch):
+def test_smoke_sweep_runs_through_anomalibs_datamodule_and_leaves_the_dataset_alone(
+    datasets, tmp_path, fixture, monkeypatch
+):
     import anomalib.data.utils.download as download
 
     def no_download(*args, **kwargs):

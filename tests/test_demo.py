@@ -21,7 +21,7 @@ def make_recipe(target: str) -> list[str]:
     """The adrun arguments of ``target``'s recipe in the Makefile."""
     lines = (REPO / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
-    command = next(line for line in lines[start + 1:] if "$(BIN)/adrun " in line)
+    command = next(line for line in lines[start + 1 :] if "$(BIN)/adrun " in line)
     return shlex.split(command.split("$(BIN)/adrun ", 1)[1])
 
 
@@ -34,7 +34,10 @@ def test_demo_quick_patchcore_is_well_above_chance(tmp_path):
     exp = tmp_path / "demo-quick"
     records = [json.loads(p.read_text()) for p in sorted(exp.glob("runs/**/record.json"))]
     assert sorted((r["label"], r["category"]) for r in records) == [
-        ("patchcore", "grid"), ("patchcore", "leather"), ("patchcore", "tile")]
+        ("patchcore", "grid"),
+        ("patchcore", "leather"),
+        ("patchcore", "tile"),
+    ]
     for record in records:
         assert record["metrics"]["pixel_AUROC"] >= 0.8, (record["category"], record["metrics"])
         assert record["metrics"]["image_AUROC"] >= 0.7, (record["category"], record["metrics"])

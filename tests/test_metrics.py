@@ -33,20 +33,35 @@ def record_of(exp: Path, label: str = "patchcore") -> dict:
 @pytest.mark.parametrize(
     ("sets", "expected"),
     [
-        (["metrics=[image_AUROC, pixel_APRO]"],
-         "metrics.1.name: unknown metric; did you mean 'pixel_AUPRO'? (got 'pixel_APRO')"),
-        (["metrics=[{name: image_AUROC, fpr_limit: 0.2}]"],
-         "metrics.0: fpr_limit applies to pixel_AUPRO only; remove it from image_AUROC"),
-        (["metrics=[{name: pixel_AUPRO, fpr_limit: 0}]"], "metrics.0.fpr_limit: Input should be greater than 0 (got 0)"),
+        (
+            ["metrics=[image_AUROC, pixel_APRO]"],
+            "metrics.1.name: unknown metric; did you mean 'pixel_AUPRO'? (got 'pixel_APRO')",
+        ),
+        (
+            ["metrics=[{name: image_AUROC, fpr_limit: 0.2}]"],
+            "metrics.0: fpr_limit applies to pixel_AUPRO only; remove it from image_AUROC",
+        ),
+        (
+            ["metrics=[{name: pixel_AUPRO, fpr_limit: 0}]"],
+            "metrics.0.fpr_limit: Input should be greater than 0 (got 0)",
+        ),
         (["metrics=[{name: pixel_AUPRO, fpr_lim: 0.1}]"], "metrics.0.fpr_lim: unknown key; did you mean 'fpr_limit'?"),
         (["metrics=[pixel_AUROC, pixel_AUROC]"], "metrics: pixel_AUROC is listed twice; keep one"),
         (["metrics=[]"], "metrics: needs at least one metric, e.g. pixel_AUROC, image_AUROC, pixel_AUPRO, image_F1Max"),
         (["logger=mlfow"], "logger.name: unknown logger; did you mean 'mlflow'? (got 'mlfow')"),
         (["logger.name=wandb"], "logger.name: unknown logger; choose one of tensorboard, mlflow, csv (got 'wandb')"),
-        (["logger.name=csv", "logger.experiment_name=x"], "logger: experiment_name applies to the mlflow logger only; remove it"),
-        (["logger.name=mlflow", "logger.tracking_uri=/elsewhere/mlruns"],
-         "logger: tracking_uri must be an http(s):// server; leave it out for a file store under the experiment folder"),
-        (["logger.name=mlflow", "logger.run=x"], "logger.run: unknown key; valid keys: experiment_name, name, tags, tracking_uri"),
+        (
+            ["logger.name=csv", "logger.experiment_name=x"],
+            "logger: experiment_name applies to the mlflow logger only; remove it",
+        ),
+        (
+            ["logger.name=mlflow", "logger.tracking_uri=/elsewhere/mlruns"],
+            "logger: tracking_uri must be an http(s):// server; leave it out for a file store under the experiment folder",
+        ),
+        (
+            ["logger.name=mlflow", "logger.run=x"],
+            "logger.run: unknown key; valid keys: experiment_name, name, tags, tracking_uri",
+        ),
     ],
 )
 def test_bad_metrics_and_logger_are_one_line_and_exit_2(tmp_path, sets, expected):
@@ -67,7 +82,8 @@ def test_a_logger_that_is_not_installed_names_the_extra(tmp_path, monkeypatch):
     result = runner.invoke(app, ["sweep", str(cfg)])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [
-        f"adrun: error: {cfg}: logger: mlflow is not installed; pip install 'adrun[track]', or remove logger: (got 'mlflow')"]
+        f"adrun: error: {cfg}: logger: mlflow is not installed; pip install 'adrun[track]', or remove logger: (got 'mlflow')"
+    ]
 
 
 def test_metric_set_is_part_of_the_key_and_the_logger_is_not():
@@ -81,8 +97,13 @@ def test_metric_set_is_part_of_the_key_and_the_logger_is_not():
     assert key(metrics=list(reversed(DEFAULT_METRICS))) == default  # order changes no value
     assert key(metrics=["pixel_AUROC", "image_AUROC", "image_F1Max", "pixel_AUPRO"]) == default
     # AUPRO's fpr_limit defaults to 0.3: written out or not, the same cell.
-    assert key(metrics=["pixel_AUROC", "image_AUROC", {"name": "pixel_AUPRO", "fpr_limit": 0.3}, "image_F1Max"]) == default
-    assert key(metrics=["pixel_AUROC", "image_AUROC", {"name": "pixel_AUPRO", "fpr_limit": 0.05}, "image_F1Max"]) != default
+    assert (
+        key(metrics=["pixel_AUROC", "image_AUROC", {"name": "pixel_AUPRO", "fpr_limit": 0.3}, "image_F1Max"]) == default
+    )
+    assert (
+        key(metrics=["pixel_AUROC", "image_AUROC", {"name": "pixel_AUPRO", "fpr_limit": 0.05}, "image_F1Max"])
+        != default
+    )
     assert key(metrics=["pixel_AUROC"]) != default
     assert key(logger={"name": "csv"}) == default
 
@@ -95,8 +116,12 @@ def test_default_metrics_settings_and_timing_in_every_record(reported):
         for value in record["metrics"].values():
             assert isinstance(value, float) and 0.0 <= value <= 1.0
         aupro = record["metric_settings"]["pixel_AUPRO"]
-        assert aupro == {"class": "anomalib.metrics.AUPRO", "fields": ["anomaly_map", "gt_mask"], "fpr_limit": 0.3,
-                         "anomalib": record["versions"]["anomalib"]}
+        assert aupro == {
+            "class": "anomalib.metrics.AUPRO",
+            "fields": ["anomaly_map", "gt_mask"],
+            "fpr_limit": 0.3,
+            "anomalib": record["versions"]["anomalib"],
+        }
         assert record["metric_settings"]["image_F1Max"]["class"] == "anomalib.metrics.F1Max"
         timing = record["timing"]
         assert timing["test_images"] == 7  # 3 good + 4 defect types x 1
@@ -159,7 +184,10 @@ def test_every_requested_metric_is_recorded_with_its_settings(tracked):
         assert isinstance(value, float) and 0.0 <= value <= 1.0
     assert record["metric_settings"]["pixel_AUPRO"]["fpr_limit"] == 0.05
     assert record["metric_settings"]["pixel_AUPR"] == {
-        "class": "anomalib.metrics.AUPR", "fields": ["anomaly_map", "gt_mask"], "anomalib": record["versions"]["anomalib"]}
+        "class": "anomalib.metrics.AUPR",
+        "fields": ["anomaly_map", "gt_mask"],
+        "anomalib": record["versions"]["anomalib"],
+    }
     assert record["config"]["metrics"][METRIC_NAMES.index("pixel_AUPRO")] == {"name": "pixel_AUPRO", "fpr_limit": 0.05}
     long = pd.read_csv(exp / "metrics.csv")
     assert sorted(long.metric) == sorted(METRIC_NAMES)

@@ -30,8 +30,11 @@ def test_no_module_outside_models_names_a_model():
     """
     names = [re.escape(n) if len(n) > 5 else rf"\b{re.escape(n)}\b" for n in (*MODEL_NAMES, "efficientad")]
     pattern = re.compile("|".join(names), re.IGNORECASE)
-    named = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
-                   if "models" not in p.relative_to(SRC).parts[:1] and pattern.search(p.read_text()))
+    named = sorted(
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if "models" not in p.relative_to(SRC).parts[:1] and pattern.search(p.read_text())
+    )
     assert named == []
     assert {p.parent.name for p in (SRC / "models").glob("*/__init__.py")} == set(MODEL_NAMES)
 
@@ -52,8 +55,12 @@ def test_a_spec_defaults_to_anomalibs_own_constructor_defaults(name):
     module, _, cls = spec.anomalib_class.rpartition(".")
     signature = inspect.signature(getattr(importlib.import_module(module), cls).__init__)
     fields = spec.config.model_fields
-    own = [p for p in signature.parameters.values() if p.default is not inspect.Parameter.empty
-           and p.name not in ("pre_processor", "post_processor", "evaluator", "visualizer")]
+    own = [
+        p
+        for p in signature.parameters.values()
+        if p.default is not inspect.Parameter.empty
+        and p.name not in ("pre_processor", "post_processor", "evaluator", "visualizer")
+    ]
     shared = [p for p in own if p.name in fields and p.name not in spec.adrun_keys]
     # The model's own keys, not only the common ones (STFPM has only two).
     assert len(shared) >= min(4, len(own)), [p.name for p in shared]
@@ -68,8 +75,10 @@ def test_a_spec_defaults_to_anomalibs_own_constructor_defaults(name):
 def test_the_config_union_and_its_errors_come_from_the_specs():
     with pytest.raises(ConfigError) as caught:
         validate({"name": "x", "models": [{"name": "padchore"}]})
-    assert str(caught.value) == ("config: models.0.name: unknown model 'padchore' (did you mean 'patchcore'?); "
-                                 f"choose one of {', '.join(MODEL_NAMES)}")
+    assert str(caught.value) == (
+        "config: models.0.name: unknown model 'padchore' (did you mean 'patchcore'?); "
+        f"choose one of {', '.join(MODEL_NAMES)}"
+    )
     for name, spec in SPECS.items():
         experiment = validate({"name": "x", "models": [{"name": name, **spec.standalone}]})
         assert type(experiment.models[0]) is spec.config
@@ -86,5 +95,6 @@ def test_a_rule_of_a_spec_refuses_the_cell_before_it_runs(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
         "adrun: error: efficient_ad: EfficientAd trains with batch size 1 (paper setting, enforced by anomalib); "
-        "set train_batch_size: 1 on that model entry")
+        "set train_batch_size: 1 on that model entry"
+    )
     assert not (tmp_path / "results" / "tiny" / "runs").exists()

@@ -52,8 +52,9 @@ def grid(tmp_path_factory):
     config = write_yaml(base / "grid.yaml", raw)
     result = invoke("sweep", config, "--only", "patchcore/t*")
     labels = [label for label, _ in model_entries(load_experiment(config))]
-    return SimpleNamespace(base=base, config=config, raw=raw, exp=base / "results" / "tiny", result=result,
-                           labels=labels)
+    return SimpleNamespace(
+        base=base, config=config, raw=raw, exp=base / "results" / "tiny", result=result, labels=labels
+    )
 
 
 # --------------------------------------------------------------------------- --only
@@ -74,8 +75,9 @@ def test_only_takes_a_literal_grid_label_and_tells_the_expected_duration(grid):
     result = invoke("sweep", grid.config, "--only", f"{label}/tile", "--force")
     assert result.exit_code == 0, result.output
     assert "tiny: 1 cell ->" in result.output  # not "1 cells"
-    assert re.search(rf"^expected: about {DURATION}, from the last runs of 1 cell with these settings$", result.output, re.M), \
-        result.output
+    assert re.search(
+        rf"^expected: about {DURATION}, from the last runs of 1 cell with these settings$", result.output, re.M
+    ), result.output
     assert re.search(rf"^1 cell ran in {DURATION} \(wall time\)$", result.output, re.M), result.output
     after = json.loads((run_of(grid.exp, label) / "record.json").read_text())
     assert after["started_at"] >= before["finished_at"]  # that cell, and only it, ran again
@@ -92,7 +94,7 @@ def test_only_matching_nothing_names_the_cells(grid, tmp_path):
     raw["models"] = [{**grid.raw["models"][0], "num_neighbors": {"grid": list(range(1, 26))}}]
     many = invoke("sweep", write_yaml(tmp_path / "many.yaml", raw), "--only", "nothing")
     assert many.exit_code == 2
-    line, = many.stderr.splitlines()
+    (line,) = many.stderr.splitlines()
     assert line.endswith("/tile (and 55 more)") and line.count("/tile") == 20  # 3 x 25 cells
 
 
@@ -115,14 +117,19 @@ def test_heatmap_shortens_long_grid_labels_and_names_them_in_a_legend(grid, monk
             fig.canvas.draw()
             renderer = fig.canvas.get_renderer()
             ticks = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
-            seen.append(([t.get_text() for t in ticks], [t.get_window_extent(renderer) for t in ticks],
-                         "\n".join(t.get_text() for t in fig.texts)))
+            seen.append(
+                (
+                    [t.get_text() for t in ticks],
+                    [t.get_window_extent(renderer) for t in ticks],
+                    "\n".join(t.get_text() for t in fig.texts),
+                )
+            )
         real(fig, path, dpi)
 
     monkeypatch.setattr(plots, "save_png", capture)
     result = invoke("table", grid.exp)
     assert result.exit_code == 0, result.output
-    (names, boxes, legend), = seen
+    ((names, boxes, legend),) = seen
     assert len(names) == 3
     for left, right in zip(boxes, boxes[1:], strict=False):
         assert left.x1 < right.x0, (names, boxes)  # side by side, none over its neighbour
@@ -170,8 +177,9 @@ def test_doctor_in_an_80_column_terminal_prints_every_path_whole():
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**os.environ, "COLUMNS": "80", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "adrun.cli", "doctor"], stdin=slave, stdout=slave, stderr=slave,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adrun.cli", "doctor"], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -197,9 +205,14 @@ def test_doctor_in_an_80_column_terminal_prints_every_path_whole():
     [
         # devices is int | str | list[int]: 1.5 fits no branch.
         ("trainer.devices=1.5", "--set trainer.devices: expected an integer or a string or a list (got 1.5)"),
-        ("models.0.coreset_sampling_ratoi=0.1",
-         "--set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?"),
-        ("models.0.num_neighbors=0", "--set models.0.num_neighbors: Input should be greater than or equal to 1 (got 0)"),
+        (
+            "models.0.coreset_sampling_ratoi=0.1",
+            "--set models.0.coreset_sampling_ratoi: unknown key; did you mean 'coreset_sampling_ratio'?",
+        ),
+        (
+            "models.0.num_neighbors=0",
+            "--set models.0.num_neighbors: Input should be greater than or equal to 1 (got 0)",
+        ),
     ],
 )
 def test_set_errors_name_set_in_one_human_line(tmp_path, item, expected):
@@ -215,8 +228,9 @@ def test_a_bad_value_in_the_file_names_the_file(tmp_path):
     config = write_yaml(tmp_path / "c.yaml", raw)
     result = invoke("sweep", config, "--set", "seed=1")
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == [f"adrun: error: {config}: trainer.devices: expected an integer or a string "
-                                          "or a list (got 1.5)"]
+    assert result.stderr.splitlines() == [
+        f"adrun: error: {config}: trainer.devices: expected an integer or a string or a list (got 1.5)"
+    ]
 
 
 TYPER_NAMES = re.compile(r"<(list\[\w+\]|path|int|str|float|int range|local\|ray)>|\{[a-z_]+\}")
@@ -225,11 +239,9 @@ TYPER_NAMES = re.compile(r"<(list\[\w+\]|path|int|str|float|int range|local\|ray
 @pytest.mark.parametrize(
     ("command", "usage", "shown"),
     [
-        ("sweep", " sweep [OPTIONS] CONFIG", ["--set KEY=VALUE", "--root PATH", "--only PATTERN",
-                                                          "-j, --jobs N"]),
+        ("sweep", " sweep [OPTIONS] CONFIG", ["--set KEY=VALUE", "--root PATH", "--only PATTERN", "-j, --jobs N"]),
         ("make-data", " make-data [OPTIONS] OUT", ["OUT  ", "--categories NAME", "--seed N"]),
-        ("predict", " predict [OPTIONS] RUN INPUT", ["--output PATH", "--threshold X", "--batch-size N",
-                                                                 "--masks"]),
+        ("predict", " predict [OPTIONS] RUN INPUT", ["--output PATH", "--threshold X", "--batch-size N", "--masks"]),
         ("doctor", " doctor [OPTIONS] [CONFIG]", ["--set KEY=VALUE"]),
         ("status", " status [OPTIONS] RESULTS", ["--config PATH"]),
     ],
@@ -247,8 +259,9 @@ def test_help_names_values_plainly(command, usage, shown):
 
 
 @pytest.mark.parametrize("label", ["efficient_ad", "patchcore"])
-def test_sample_grid_shows_the_maps_real_scale_and_says_when_the_teacher_is_random(reported, tmp_path, monkeypatch,
-                                                                                   label):
+def test_sample_grid_shows_the_maps_real_scale_and_says_when_the_teacher_is_random(
+    reported, tmp_path, monkeypatch, label
+):
     exp = tmp_path / "exp"
     shutil.copytree(reported, exp)
     run = run_of(exp, label)
@@ -259,16 +272,19 @@ def test_sample_grid_shows_the_maps_real_scale_and_says_when_the_teacher_is_rand
         if Path(path).name == "samples.png":
             images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "jet"]
             maps = [im.get_array() for im in images]
-            seen.update(title=fig._suptitle.get_text(), notes=[t.get_text() for t in fig.texts],
-                        clim={im.get_clim() for im in images},
-                        range=(min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)),
-                        heads=[ax.get_title() for ax in fig.axes if ax.get_title()])
+            seen.update(
+                title=fig._suptitle.get_text(),
+                notes=[t.get_text() for t in fig.texts],
+                clim={im.get_clim() for im in images},
+                range=(min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)),
+                heads=[ax.get_title() for ax in fig.axes if ax.get_title()],
+            )
         real(fig, path, dpi)
 
     monkeypatch.setattr(plots, "save_png", capture)
     result = invoke("test", run)
     assert result.exit_code == 0, result.output
-    (lo, hi), = seen["clim"]  # one colour scale for every column
+    ((lo, hi),) = seen["clim"]  # one colour scale for every column
     if label == "efficient_ad":
         # Two steps, no validation: raw scores and maps, no threshold (the issue's 7.03 / 1.98 / 2.20).
         assert (lo, hi) == pytest.approx(seen["range"])
@@ -356,7 +372,7 @@ def test_predict_on_bad_input_is_one_line_and_exit_2(reported, tmp_path, case):
         expected = f"{source}: no images here"
     result = invoke("predict", run, source, "--output", tmp_path / "out")
     assert result.exit_code == 2, result.output
-    line, = result.stderr.splitlines()
+    (line,) = result.stderr.splitlines()
     assert line.startswith(f"adrun: error: {expected}"), line
     assert not (tmp_path / "out" / "scores.csv").exists()
 
@@ -372,7 +388,9 @@ def test_status_lists_each_cell_with_its_state_key_seed_and_times(grid, tmp_path
         path = run_of(exp, label) / "record.json"
         record = json.loads(path.read_text())
         if status != "success":
-            record.update(status=status, error="RuntimeError: boom" if status == "failed" else "interrupted by the user")
+            record.update(
+                status=status, error="RuntimeError: boom" if status == "failed" else "interrupted by the user"
+            )
             path.write_text(json.dumps(record))
         records[label] = record
     result = invoke("status", exp, "--config", grid.config)
@@ -393,13 +411,15 @@ def test_status_lists_each_cell_with_its_state_key_seed_and_times(grid, tmp_path
     states = changed.output.splitlines()[0]
     assert "6 cells (3 stale, 3 not run)" in states, changed.output
     for label in grid.labels:
-        assert any(re.match(rf"^{re.escape(label)}/grid\s+42\s+not run\s+[0-9a-f]{{16}}", line)
-                   for line in changed.output.splitlines()), changed.output
+        assert any(
+            re.match(rf"^{re.escape(label)}/grid\s+42\s+not run\s+[0-9a-f]{{16}}", line)
+            for line in changed.output.splitlines()
+        ), changed.output
 
 
 def test_status_refuses_another_experiments_config(grid, tmp_path):
     other = write_yaml(tmp_path / "other.yaml", {**grid.raw, "name": "other"})
     result = invoke("status", grid.exp, "--config", other)
     assert result.exit_code == 2
-    line, = result.stderr.splitlines()
+    (line,) = result.stderr.splitlines()
     assert line.startswith(f"adrun: error: --config {other}: is experiment 'other', but {grid.exp} holds 'tiny'")

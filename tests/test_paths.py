@@ -85,12 +85,22 @@ def test_a_symlink_out_of_runs_is_refused_before_anything_is_written(tmp_path):
 def hand_record(folder, label, category, samples=None, pixel=0.9):
     from adrun.records import write_record
 
-    write_record(folder, {
-        "status": "success", "label": label, "model": "patchcore", "category": category, "seed": 42,
-        "index": 0, "category_index": 0, "metrics": {"pixel_AUROC": pixel, "image_AUROC": pixel},
-        "seconds": {"total": 1.0}, "samples": samples,
-        "config": {"experiment": "exp", "model": {"name": "patchcore"}, "data": {"format": "mvtec"}},
-    })
+    write_record(
+        folder,
+        {
+            "status": "success",
+            "label": label,
+            "model": "patchcore",
+            "category": category,
+            "seed": 42,
+            "index": 0,
+            "category_index": 0,
+            "metrics": {"pixel_AUROC": pixel, "image_AUROC": pixel},
+            "seconds": {"total": 1.0},
+            "samples": samples,
+            "config": {"experiment": "exp", "model": {"name": "patchcore"}, "data": {"format": "mvtec"}},
+        },
+    )
 
 
 @pytest.mark.parametrize("kind", ["absolute", "relative"])

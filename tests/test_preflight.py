@@ -50,14 +50,19 @@ def test_assignment_with_nothing_cached_fails_fast_naming_the_fixes(tmp_path):
     """
     done = subprocess.run(
         [sys.executable, "-m", "adrun.cli", "sweep", str(ASSIGNMENT), *SYNTHETIC, "--output", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 3 and all(line.startswith("adrun: error: ") for line in lines), done.stderr
     weights, teacher, imagenette = lines
-    assert weights.startswith("adrun: error: patchcore: timm's pretrained weights for wide_resnet50_2.tv_in1k are "
-                              "not in the Hugging Face cache ")
+    assert weights.startswith(
+        "adrun: error: patchcore: timm's pretrained weights for wide_resnet50_2.tv_in1k are "
+        "not in the Hugging Face cache "
+    )
     assert "HF_HUB_OFFLINE=1 forbids downloading" in weights
     assert "set weights: FILE (a local state dict) or pre_trained: false on that model entry" in weights
     assert f"run `adrun fetch {ASSIGNMENT}` on a machine with internet" in weights
@@ -174,10 +179,12 @@ def test_imagenet_dir_needs_a_class_folder(tmp_path):
     folder.mkdir()
     (folder / "loose.jpg").write_bytes(b"")  # not in a class subfolder: ImageFolder finds no class
     check = efficient_ad_checks(tmp_path, imagenet_dir=str(folder))["imagenette"]
-    assert check.problems == (f"efficient_ad: imagenet_dir {folder} has no class subfolder with images "
-                              f"(ImageFolder layout: {folder}/<class>/*.jpg); point imagenet_dir: at the "
-                              "extracted imagenette2 folder, or delete the empty folder so anomalib downloads "
-                              "imagenette into it",)
+    assert check.problems == (
+        f"efficient_ad: imagenet_dir {folder} has no class subfolder with images "
+        f"(ImageFolder layout: {folder}/<class>/*.jpg); point imagenet_dir: at the "
+        "extracted imagenette2 folder, or delete the empty folder so anomalib downloads "
+        "imagenette into it",
+    )
     (folder / "imagenette2" / "train" / "n01440764").mkdir(parents=True)
     (folder / "imagenette2" / "train" / "n01440764" / "a.JPEG").write_bytes(b"")
     assert efficient_ad_checks(tmp_path, imagenet_dir=str(folder))["imagenette"] == Check(True, "found")
@@ -243,7 +250,9 @@ def test_fetch_downloads_what_is_missing_with_the_libraries_own_code(tmp_path, m
         ("backbone", "wide_resnet50_2.tv_in1k", False),
         ("teacher", "pretrained_teacher_small.pth", False),
         ("imagenette", "datasets/imagenette", False),
-        ("dataset", "tile", False), ("dataset", "leather", False), ("dataset", "grid", False),
+        ("dataset", "tile", False),
+        ("dataset", "leather", False),
+        ("dataset", "grid", False),
     ]
     with pytest.raises(fetch.WeightsError, match="HF_HUB_OFFLINE=1 is set"):
         fetch.fetch(experiment)
@@ -257,10 +266,15 @@ def test_fetch_downloads_what_is_missing_with_the_libraries_own_code(tmp_path, m
     monkeypatch.setattr(mvtec.MVTec, "download", lambda self, root, category: lambda: calls.append(("mvtec", category)))
     seen = []
     fetch.fetch(experiment, with_data=False, on_item=lambda item, status: seen.append((item.kind, status)))
-    assert calls == [("timm", "wide_resnet50_2.tv_in1k"), ("anomalib", "teacher"),
-                     ("anomalib", "datasets/imagenette")]
-    assert seen == [("backbone", "start"), ("backbone", "done"), ("teacher", "start"), ("teacher", "done"),
-                    ("imagenette", "start"), ("imagenette", "done")]
+    assert calls == [("timm", "wide_resnet50_2.tv_in1k"), ("anomalib", "teacher"), ("anomalib", "datasets/imagenette")]
+    assert seen == [
+        ("backbone", "start"),
+        ("backbone", "done"),
+        ("teacher", "start"),
+        ("teacher", "done"),
+        ("imagenette", "start"),
+        ("imagenette", "done"),
+    ]
 
 
 def test_fetch_hosts_match_anomalibs_downloads():

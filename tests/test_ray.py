@@ -37,8 +37,14 @@ def cluster():
     # Short base path: Ray's unix sockets live under it.
     base = Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp"))
     home = base / "home"
-    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "TORCH_HOME": str(home / "torch"),
-           "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "TORCH_HOME": str(home / "torch"),
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+    }
     local = LocalCluster(base, env=env)
     try:
         local.start_head(cpus=1)
@@ -55,8 +61,9 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     config = sweep_config(tmp_path, categories=["tile"])
     result = CliRunner().invoke(app, ["sweep", str(config), "--backend", "ray"])
     assert result.exit_code == 2
-    assert result.stderr == ("adrun: error: --backend ray needs Ray, which is not installed; "
-                             "run: pip install 'adrun[ray]'\n")
+    assert result.stderr == (
+        "adrun: error: --backend ray needs Ray, which is not installed; run: pip install 'adrun[ray]'\n"
+    )
 
 
 def test_address_needs_the_ray_backend(tmp_path):
@@ -70,8 +77,9 @@ def test_an_address_where_no_head_answers_fails_fast(tmp_path):
 
     address = f"127.0.0.2:{free_port()}"  # nothing listens there
     start = time.monotonic()
-    result = CliRunner().invoke(app, ["sweep", str(sweep_config(tmp_path, categories=["tile"])),
-                                      "--backend", "ray", "--address", address])
+    result = CliRunner().invoke(
+        app, ["sweep", str(sweep_config(tmp_path, categories=["tile"])), "--backend", "ray", "--address", address]
+    )
     assert result.exit_code == 2 and time.monotonic() - start < 30
     assert result.stderr.startswith(f"adrun: error: --address {address}: no Ray head answers there (")
 
@@ -111,8 +119,7 @@ def test_preflight_names_the_node_that_cannot_see_a_path(tmp_path, monkeypatch, 
     the output folder) under that name; the worker's does not: that node cannot see it."""
     from adrun import synthetic
 
-    data = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=2, n_test_good=1,
-                                  n_test_defect=1)
+    data = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=2, n_test_good=1, n_test_defect=1)
     (tmp_path / "out").mkdir()
     name = f"pf-{hidden}-{os.getpid()}"
     target = data if hidden == "data" else tmp_path / "out"
@@ -154,8 +161,11 @@ def test_killed_driver_leaves_whole_files_and_the_rerun_resumes(tmp_path, cluste
     wait_for(one_done_one_running)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    finished = {c: (exp / "runs/patchcore" / c / "seed-42" / "record.json").read_bytes()
-                for c in CATEGORIES if (record(exp, c) or {}).get("status") == "success"}
+    finished = {
+        c: (exp / "runs/patchcore" / c / "seed-42" / "record.json").read_bytes()
+        for c in CATEGORIES
+        if (record(exp, c) or {}).get("status") == "success"
+    }
     for path in exp.rglob("*.json"):
         json.loads(path.read_text())  # whole, not torn
     assert not list(exp.rglob(".record.json.*"))
@@ -225,8 +235,23 @@ def test_first_sigint_records_interrupted_as_locally(tmp_path, cluster):
 @pytest.mark.ray
 def test_a_driver_without_the_token_is_refused(tmp_path, cluster):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(sweep_config(tmp_path)), "--backend",
-                           "ray", "--address", cluster.address], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adrun.cli",
+            "sweep",
+            str(sweep_config(tmp_path)),
+            "--backend",
+            "ray",
+            "--address",
+            cluster.address,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"adrun: error: no Ray cluster at {cluster.address} ("), lines
@@ -240,18 +265,23 @@ def test_a_cluster_without_token_authentication_gets_a_warning(tmp_path):
     """One line before the sweep, whether or not the driver itself sends a token (the head is asked)."""
     base = Path(tempfile.mkdtemp(prefix="adrun-ray-", dir="/tmp"))
     home = base / "home"
-    open_cluster = LocalCluster(base, env={"HOME": str(home), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
-                                auth=False)
+    open_cluster = LocalCluster(base, env={"HOME": str(home), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}, auth=False)
     config = sweep_config(tmp_path, categories=["tile"])
     try:
         address = open_cluster.start_head(cpus=1)
-        warning = (f"warning: the Ray cluster at {address} runs without token authentication: anyone who can "
-                   "reach its port can run code there as its user; start every node with RAY_AUTH_MODE=token")
+        warning = (
+            f"warning: the Ray cluster at {address} runs without token authentication: anyone who can "
+            "reach its port can run code there as its user; start every node with RAY_AUTH_MODE=token"
+        )
         for driver in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x" * 32}):
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **driver,
-                   "COLUMNS": "250"}
-            done = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config), "--backend", "ray",
-                                   "--address", address], env=env, capture_output=True, text=True, timeout=300)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **driver, "COLUMNS": "250"}
+            done = subprocess.run(
+                [sys.executable, "-m", "adrun.cli", "sweep", str(config), "--backend", "ray", "--address", address],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             assert done.stdout.count(warning) == 1, done.stdout
     finally:

@@ -9,8 +9,9 @@ from conftest import REPO
 
 
 def test_readme_help_block_matches_adrun_help():
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_table.py"), "--check-help"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "readme_table.py"), "--check-help"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "matches `adrun --help`" in done.stdout
 

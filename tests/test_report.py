@@ -46,14 +46,19 @@ def test_samples_pick_is_fixed_and_covers_every_defect():
     from adrun.samples import pick
 
     rows = [("good", i) for i in range(4)] + [(d, i) for d in ("stain", "hole") for i in range(3)]
-    frame = pd.DataFrame({
-        "image_path": [f"/d/test/{kind}/{i:03d}.png" for kind, i in rows],
-        "label_index": [0 if kind == "good" else 1 for kind, _ in rows],
-        "mask_path": ["" if kind == "good" else f"/d/ground_truth/{kind}/{i:03d}_mask.png" for kind, i in rows],
-    })
+    frame = pd.DataFrame(
+        {
+            "image_path": [f"/d/test/{kind}/{i:03d}.png" for kind, i in rows],
+            "label_index": [0 if kind == "good" else 1 for kind, _ in rows],
+            "mask_path": ["" if kind == "good" else f"/d/ground_truth/{kind}/{i:03d}_mask.png" for kind, i in rows],
+        }
+    )
     picked = pick(frame.sample(frac=1.0, random_state=0))  # input order does not matter
     assert picked.image_path.tolist() == [
-        "/d/test/good/000.png", "/d/test/good/001.png", "/d/test/hole/000.png", "/d/test/stain/000.png",
+        "/d/test/good/000.png",
+        "/d/test/good/001.png",
+        "/d/test/hole/000.png",
+        "/d/test/stain/000.png",
     ]
 
 
@@ -156,11 +161,26 @@ class DevTools:
 
 def start(binary: str, profile: Path) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
-         f"--user-data-dir={profile}", "--window-size=1280,1800", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,1800",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     for line in process.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
@@ -199,7 +219,8 @@ def test_report_opens_in_a_real_browser(reported, browser, tmp_path):
         process.wait(timeout=30)
     page = json.loads(page)
     errors = [
-        e for e in tools.events
+        e
+        for e in tools.events
         if e.get("method") == "Runtime.exceptionThrown"
         or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
         or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")

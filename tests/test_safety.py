@@ -44,8 +44,11 @@ def one_error_line(result) -> str:
 
 def tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` by relative path, with its sha256."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -76,8 +79,13 @@ def planted(reported, tmp_path):
 COMMANDS = {
     "export": lambda run, tmp: ["export", run, "--format", "torch", "--output", tmp / "out"],
     "test": lambda run, tmp: ["test", run],
-    "predict": lambda run, tmp: ["predict", run, Path(json.loads((run / "record.json").read_text())["data_root"])
-                                 / "tile" / "test" / "good", "--output", tmp / "out"],
+    "predict": lambda run, tmp: [
+        "predict",
+        run,
+        Path(json.loads((run / "record.json").read_text())["data_root"]) / "tile" / "test" / "good",
+        "--output",
+        tmp / "out",
+    ],
 }
 
 
@@ -140,8 +148,10 @@ def test_the_generator_never_writes_over_a_real_dataset(tmp_path, how):
     else:
         result = invoke("make-data", root)
     line = one_error_line(result)
-    assert line.startswith(f"{root} holds files adrun did not write (it has no .adrun-synthetic); the synthetic "
-                           "generator writes only into a new or empty folder, never over a real dataset")
+    assert line.startswith(
+        f"{root} holds files adrun did not write (it has no .adrun-synthetic); the synthetic "
+        "generator writes only into a new or empty folder, never over a real dataset"
+    )
     assert tree(root) == before  # byte for byte, nothing added, nothing removed
     assert not (tmp_path / "results" / "tiny" / "runs").exists()
 
@@ -167,8 +177,7 @@ def mvtec(tmp_path):
     """A small, valid MVTec-layout category made by the generator; each test breaks one thing."""
     from adrun import synthetic
 
-    root = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=5, n_test_good=2,
-                                  n_test_defect=2)
+    root = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=5, n_test_good=2, n_test_defect=2)
     config = sweep_config(tmp_path, format="mvtec", root=str(root), categories=["tile"])
     return root / "tile", config
 
@@ -180,26 +189,40 @@ def sixteen_bit(path: Path) -> None:
 
 
 BREAKS = {
-    "mask missing": (lambda t: (t / "ground_truth/hole/001_mask.png").unlink(),
-                     "{t}/test/hole/001.png has no mask (expected ground_truth/<defect>/001_mask.png); "
-                     "name each mask <image>_mask.png, as MVTec AD does"),
-    "mask misnamed": (lambda t: (t / "ground_truth/hole/001_mask.png").rename(t / "ground_truth/hole/1_mask.png"),
-                      "{t}/test/hole/001.png has no mask (expected ground_truth/<defect>/001_mask.png); "
-                      "{t}/ground_truth/hole/1_mask.png matches no image; name each mask <image>_mask.png"),
-    "mask size": (lambda t: Image.new("L", (16, 16)).save(t / "ground_truth/stain/000_mask.png"),
-                  "mask {t}/ground_truth/stain/000_mask.png is 16x16 but its image 000.png is 32x32; "
-                  "every mask must have its image's size"),
-    "16-bit": (lambda t: sixteen_bit(t / "train/good/003.png"),
-               "{t}/train/good/003.png is a 16-bit image (PIL mode I;16), which anomalib reads as all white; "
-               "convert the images to 8 bits per channel"),
-    "not an image": (lambda t: (t / "test/good/001.png").write_bytes(b"<html>not found</html>"),
-                     "{t}/test/good/001.png is not a readable image (cannot identify image file"),
-    "empty test/good": (lambda t: [p.unlink() for p in (t / "test/good").iterdir()],
-                        "{t}/test/good has no images; anomalib would then quietly move 20% of train/good into the "
-                        "test set: add good test images there, or set data.test_good_from_train: true"),
-    "jpeg": (lambda t: Image.open(t / "train/good/000.png").save(t / "train/good/100.jpg"),
-             "{t}/train/good/100.jpg is a JPEG, and format mvtec reads .png only (as anomalib's MVTecAD does), "
-             "so it is left out; set data.format: folder to read it"),
+    "mask missing": (
+        lambda t: (t / "ground_truth/hole/001_mask.png").unlink(),
+        "{t}/test/hole/001.png has no mask (expected ground_truth/<defect>/001_mask.png); "
+        "name each mask <image>_mask.png, as MVTec AD does",
+    ),
+    "mask misnamed": (
+        lambda t: (t / "ground_truth/hole/001_mask.png").rename(t / "ground_truth/hole/1_mask.png"),
+        "{t}/test/hole/001.png has no mask (expected ground_truth/<defect>/001_mask.png); "
+        "{t}/ground_truth/hole/1_mask.png matches no image; name each mask <image>_mask.png",
+    ),
+    "mask size": (
+        lambda t: Image.new("L", (16, 16)).save(t / "ground_truth/stain/000_mask.png"),
+        "mask {t}/ground_truth/stain/000_mask.png is 16x16 but its image 000.png is 32x32; "
+        "every mask must have its image's size",
+    ),
+    "16-bit": (
+        lambda t: sixteen_bit(t / "train/good/003.png"),
+        "{t}/train/good/003.png is a 16-bit image (PIL mode I;16), which anomalib reads as all white; "
+        "convert the images to 8 bits per channel",
+    ),
+    "not an image": (
+        lambda t: (t / "test/good/001.png").write_bytes(b"<html>not found</html>"),
+        "{t}/test/good/001.png is not a readable image (cannot identify image file",
+    ),
+    "empty test/good": (
+        lambda t: [p.unlink() for p in (t / "test/good").iterdir()],
+        "{t}/test/good has no images; anomalib would then quietly move 20% of train/good into the "
+        "test set: add good test images there, or set data.test_good_from_train: true",
+    ),
+    "jpeg": (
+        lambda t: Image.open(t / "train/good/000.png").save(t / "train/good/100.jpg"),
+        "{t}/train/good/100.jpg is a JPEG, and format mvtec reads .png only (as anomalib's MVTecAD does), "
+        "so it is left out; set data.format: folder to read it",
+    ),
 }
 
 
@@ -239,31 +262,43 @@ def test_empty_test_good_runs_only_when_asked_and_the_record_says_so(mvtec):
 
 def test_a_duplicate_yaml_key_names_its_line(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("name: x\nseed: 1\nmodels:\n  - name: patchcore\n    backbone: resnet18\n"
-                      "    layers: [layer2]\n    backbone: wide_resnet50_2\n")
+    config.write_text(
+        "name: x\nseed: 1\nmodels:\n  - name: patchcore\n    backbone: resnet18\n"
+        "    layers: [layer2]\n    backbone: wide_resnet50_2\n"
+    )
     assert one_error_line(invoke("sweep", config)) == (
-        f"{config}: key 'backbone' appears twice in one mapping (first at line 5) at line 7; keep one of them")
+        f"{config}: key 'backbone' appears twice in one mapping (first at line 5) at line 7; keep one of them"
+    )
 
 
 def test_a_huge_grid_is_counted_not_expanded(tmp_path):
     raw = tiny_raw(tmp_path / "results")
     # Five keys x ten valid values each: 100,000 models, each a valid entry on its own.
     grids = {"num_neighbors": 1, "image_size": 32, "center_crop": 32, "train_batch_size": 1, "eval_batch_size": 1}
-    raw["models"] = [{"name": "patchcore", "backbone": "resnet18", "pre_trained": False,
-                      **{key: {"grid": list(range(first, first + 10))} for key, first in grids.items()}}]
+    raw["models"] = [
+        {
+            "name": "patchcore",
+            "backbone": "resnet18",
+            "pre_trained": False,
+            **{key: {"grid": list(range(first, first + 10))} for key, first in grids.items()},
+        }
+    ]
     start = time.perf_counter()
     line = one_error_line(invoke("sweep", write_yaml(tmp_path / "c.yaml", raw)))
     assert time.perf_counter() - start < 10
-    assert line.endswith("models.0: its grids expand to 100,000 cells, more than adrun runs in one sweep (10,000); "
-                         "use fewer grid values, or split the sweep into several configs")
+    assert line.endswith(
+        "models.0: its grids expand to 100,000 cells, more than adrun runs in one sweep (10,000); "
+        "use fewer grid values, or split the sweep into several configs"
+    )
 
 
 @pytest.mark.slow
 def test_a_dataset_gone_mid_sweep_fails_its_cell_and_downloads_nothing(tmp_path):
     from adrun import synthetic
 
-    root = synthetic.make_dataset(tmp_path / "data", ["tile", "grid"], image_size=32, n_train=3, n_test_good=1,
-                                  n_test_defect=1)
+    root = synthetic.make_dataset(
+        tmp_path / "data", ["tile", "grid"], image_size=32, n_train=3, n_test_good=1, n_test_defect=1
+    )
     config = sweep_config(tmp_path, format="mvtec", root=str(root), categories=["tile", "grid"])
     exp = tmp_path / "results" / "tiny"
     proc = adrun("sweep", config)
@@ -276,7 +311,8 @@ def test_a_dataset_gone_mid_sweep_fails_its_cell_and_downloads_nothing(tmp_path)
     assert failed["status"] == "failed"
     assert failed["error"] == (
         f"DatasetMissing: {root / 'grid'} is gone (moved, deleted or unmounted since the sweep began); restore it "
-        "and run the same command again to resume (adrun downloads MVTec AD only through `adrun fetch`)")
+        "and run the same command again to resume (adrun downloads MVTec AD only through `adrun fetch`)"
+    )
     assert sorted(p.name for p in root.iterdir()) == [".adrun-synthetic", "tile"]  # no download began
 
 
@@ -287,7 +323,8 @@ def test_a_config_that_is_not_utf8(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_bytes("name: caf\u00e9\nmodels: [{name: patchcore}]\n".encode("latin-1"))
     assert one_error_line(invoke("sweep", config)) == (
-        f"{config}: not UTF-8 text (byte 0xe9 at line 1); save the file as UTF-8")
+        f"{config}: not UTF-8 text (byte 0xe9 at line 1); save the file as UTF-8"
+    )
 
 
 def test_an_output_path_that_is_a_file(tmp_path):
@@ -324,8 +361,7 @@ def _mkdir_fails(path: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("args", [["--n-train", "0"], ["--image-size", "-5"], ["--image-size", "8"],
-                                  ["--seed", "-1"]])
+@pytest.mark.parametrize("args", [["--n-train", "0"], ["--image-size", "-5"], ["--image-size", "8"], ["--seed", "-1"]])
 def test_make_data_with_a_size_below_its_least(tmp_path, args):
     line = one_error_line(invoke("make-data", tmp_path / "d", *args))
     assert line.startswith(f"{args[0]} {args[1]}: must be at least ")
@@ -337,8 +373,7 @@ def test_markup_and_mathtext_characters_in_folder_names(tmp_path):
     """`[`, `$` and `\\` in a category and a defect name: printed and drawn as written."""
     from adrun import synthetic
 
-    made = synthetic.make_dataset(tmp_path / "made", ["tile"], image_size=32, n_train=3, n_test_good=1,
-                                  n_test_defect=1)
+    made = synthetic.make_dataset(tmp_path / "made", ["tile"], image_size=32, n_train=3, n_test_good=1, n_test_defect=1)
     # Rich would print "c[red]q" as "cq" (markup); "$\q$" is a mathtext error in matplotlib.
     category, defect = "c[red]$\\q$", "hole$\\x$[bold]"
     root = tmp_path / "data"
@@ -367,9 +402,18 @@ def test_a_failed_record_never_shows_an_earlier_runs_error(tmp_path, monkeypatch
     (cell,) = plan(load_experiment(config)).cells
     folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     folder.mkdir(parents=True)
-    (folder / "record.json").write_text(json.dumps({
-        "status": "failed", "label": "patchcore", "category": "tile", "key": cell.key, "index": 0,
-        "error": "ValueError: an earlier run's error"}))
+    (folder / "record.json").write_text(
+        json.dumps(
+            {
+                "status": "failed",
+                "label": "patchcore",
+                "category": "tile",
+                "key": cell.key,
+                "index": 0,
+                "error": "ValueError: an earlier run's error",
+            }
+        )
+    )
     real = records.atomic_write_text
 
     def broken_once(path, text):
@@ -395,8 +439,14 @@ def test_a_worker_that_dies_before_its_record_is_not_an_earlier_failure(tmp_path
     (cell,) = plan(load_experiment(config)).cells
     folder = tmp_path / "results" / "tiny" / "runs" / "patchcore" / "tile" / "seed-42"
     folder.mkdir(parents=True)
-    earlier = {"status": "failed", "label": "patchcore", "category": "tile", "key": cell.key, "index": 0,
-               "error": "ValueError: an earlier run's error"}
+    earlier = {
+        "status": "failed",
+        "label": "patchcore",
+        "category": "tile",
+        "key": cell.key,
+        "index": 0,
+        "error": "ValueError: an earlier run's error",
+    }
     (folder / "record.json").write_text(json.dumps(earlier))
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
@@ -407,7 +457,8 @@ def test_a_worker_that_dies_before_its_record_is_not_an_earlier_failure(tmp_path
     assert "an earlier run's error" not in result.output
     assert "FAIL patchcore / tile: worker process exited with code 3 before the cell began" in result.output
     assert record(tmp_path / "results" / "tiny", "tile")["error"] == (
-        "worker process exited with code 3 before the cell began")
+        "worker process exited with code 3 before the cell began"
+    )
 
 
 # --------------------------------------------------------------------------- one sweep per folder
@@ -419,14 +470,16 @@ def test_a_second_sweep_on_the_same_folder_refuses_naming_the_first(tmp_path):
     exp = tmp_path / "results" / "tiny"
     first = adrun("sweep", config, "--jobs", "2")  # its workers run under its lock
     wait_for(lambda: (exp / ".adrun.lock").is_file() and f"pid {first.pid} " in (exp / ".adrun.lock").read_text())
-    second = subprocess.run([sys.executable, "-m", "adrun.cli", "sweep", str(config)], capture_output=True,
-                            text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "adrun.cli", "sweep", str(config)], capture_output=True, text=True, timeout=120
+    )
     assert second.returncode == 2, second.stdout + second.stderr
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert lines[0].startswith(f"adrun: error: {exp}: another adrun sweep (pid {first.pid} on ")
-    assert lines[0].endswith("is running on this experiment folder; wait for it to finish, or pass --wait to "
-                             "start when it does")
+    assert lines[0].endswith(
+        "is running on this experiment folder; wait for it to finish, or pass --wait to start when it does"
+    )
     waiting = adrun("sweep", config, "--wait")
     out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, out

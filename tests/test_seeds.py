@@ -70,12 +70,14 @@ def test_seed_grid_gives_one_record_per_seed_and_tables_with_mean_std_and_n(seed
     per_seed = [statistics.mean(v[(c, s)] for c in CATEGORIES) for s in SEEDS]
     overall = statistics.mean(means.values())  # the mean row averages the per-category means
     assert md[6] == f"| **mean** | {overall:.3f} ± {statistics.stdev(per_seed):.3f} |"
-    assert md[8] == ("Mean ± std over seeds 0, 1 (n = 2 per cell unless marked); "
-                     "the mean row averages the per-category means.")
+    assert md[8] == (
+        "Mean ± std over seeds 0, 1 (n = 2 per cell unless marked); the mean row averages the per-category means."
+    )
     table = pd.read_csv(exp / "pixel_auroc.csv", index_col=0)
     assert table.loc["tile", "patchcore"] == pytest.approx(means["tile"], abs=1e-6)
-    assert table.loc["tile", "patchcore std"] == pytest.approx(statistics.stdev([v[("tile", s)] for s in SEEDS]),
-                                                                abs=1e-6)
+    assert table.loc["tile", "patchcore std"] == pytest.approx(
+        statistics.stdev([v[("tile", s)] for s in SEEDS]), abs=1e-6
+    )
     assert (table["patchcore n"] == 2).all()
     long = pd.read_csv(exp / "metrics.csv")
     pixel = long[long.metric == "pixel_AUROC"]
@@ -147,8 +149,10 @@ def test_new_seed_on_a_category_subset_leaves_the_earlier_run_out(tmp_path, refe
     new = record(exp, "tile", seed=7)
     assert new["status"] == "success"
     assert (run_path(exp, "patchcore", "tile", 42) / "record.json").read_bytes() == earlier  # not overwritten
-    assert ("3 records on disk left out of the tables (1 other seed, 2 other category): not cells of this "
-            "config; `adrun table DIR --all` lists every record") in " ".join(result.output.split())
+    assert (
+        "3 records on disk left out of the tables (1 other seed, 2 other category): not cells of this "
+        "config; `adrun table DIR --all` lists every record"
+    ) in " ".join(result.output.split())
     md = (exp / "pixel_auroc.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| category")]
     value = f"{new['metrics']['pixel_AUROC']:.3f}"
@@ -163,7 +167,11 @@ def test_new_seed_on_a_category_subset_leaves_the_earlier_run_out(tmp_path, refe
     assert everything.exit_code == 0, everything.output
     listed = pd.read_csv(exp / "all_records.csv")
     assert sorted(zip(listed.category, listed.seed, strict=True)) == [
-        ("grid", 42), ("leather", 42), ("tile", 7), ("tile", 42)]
+        ("grid", 42),
+        ("leather", 42),
+        ("tile", 7),
+        ("tile", 42),
+    ]
     assert (exp / "pixel_auroc.md").read_text() == md  # --all lists, it does not change the tables
 
 
@@ -206,10 +214,18 @@ def hand_record(exp, label, category, seed, metrics, scores=None):
     from adrun.records import write_record
 
     folder = exp / "runs" / label / category / f"seed-{seed}"
-    r = {"status": "success", "label": label, "model": "patchcore", "category": category, "seed": seed,
-         "index": 0, "category_index": ["tile", "leather", "grid"].index(category), "metrics": metrics,
-         "seconds": {"total": 1.0}, "config": {"experiment": exp.name, "model": {"name": "patchcore"},
-                                               "data": {"format": "mvtec"}}}
+    r = {
+        "status": "success",
+        "label": label,
+        "model": "patchcore",
+        "category": category,
+        "seed": seed,
+        "index": 0,
+        "category_index": ["tile", "leather", "grid"].index(category),
+        "metrics": metrics,
+        "seconds": {"total": 1.0},
+        "config": {"experiment": exp.name, "model": {"name": "patchcore"}, "data": {"format": "mvtec"}},
+    }
     if scores is not None:
         good, bad = scores
         rows = [f"{category}/test/good/{i:03d}.png,0,{s},0" for i, s in enumerate(good)]

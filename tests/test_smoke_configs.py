@@ -28,8 +28,14 @@ OFFLINE = {
 @pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if p.stem != "zoo"), ids=lambda p: p.stem)
 def test_shipped_config_smoke_runs(path, tmp_path):
     raw = yaml.safe_load(path.read_text())
-    sets = ["data.format=synthetic", "data.root=null", "data.categories=[tile]", "data.num_workers=0",
-            "data.synthetic.image_size=64", "trainer.accelerator=cpu"]
+    sets = [
+        "data.format=synthetic",
+        "data.root=null",
+        "data.categories=[tile]",
+        "data.num_workers=0",
+        "data.synthetic.image_size=64",
+        "trainer.accelerator=cpu",
+    ]
     for i, model in enumerate(raw["models"]):
         sets += [f"models.{i}.{s}" for s in OFFLINE[model["name"]]]
         if model["name"] == "patchcore":

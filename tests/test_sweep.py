@@ -66,7 +66,7 @@ def test_first_sigint_records_interrupted_and_keeps_tables_valid(tmp_path, phase
     statuses = [(record(exp, c) or {}).get("status") for c in CATEGORIES]
     # The cell running at the signal is interrupted, the ones before it finished, none after started.
     stopped = statuses.index("interrupted")
-    assert statuses[:stopped] == ["success"] * stopped and statuses[stopped + 1:] == [None] * (2 - stopped)
+    assert statuses[:stopped] == ["success"] * stopped and statuses[stopped + 1 :] == [None] * (2 - stopped)
     assert record(exp, CATEGORIES[stopped])["error"] == "interrupted by the user"
     table = pd.read_csv(exp / "pixel_auroc.csv", index_col=0)
     assert list(table.index) == [*CATEGORIES, "mean"]  # the plan's cells, run or not
@@ -108,8 +108,9 @@ def test_a_failing_cell_does_not_stop_the_others_and_is_retried(tmp_path):
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
     from adrun import synthetic
 
-    root = synthetic.make_dataset(tmp_path / "data", CATEGORIES, seed=1, image_size=64, n_train=4,
-                                  n_test_good=2, n_test_defect=1)
+    root = synthetic.make_dataset(
+        tmp_path / "data", CATEGORIES, seed=1, image_size=64, n_train=4, n_test_good=2, n_test_defect=1
+    )
     for png in (root / "tile/train/good").glob("*.png"):
         png.write_bytes(png.read_bytes()[:100])  # a whole header, half an image: fails in the cell
     config = sweep_config(tmp_path, format="mvtec", root=str(root))
@@ -162,8 +163,7 @@ def test_changed_key_reruns_only_that_cell(tmp_path):
 def test_output_inside_dataset_root_is_refused(tmp_path):
     from adrun import synthetic
 
-    root = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=1, n_test_good=1,
-                                  n_test_defect=1)
+    root = synthetic.make_dataset(tmp_path / "data", ["tile"], image_size=32, n_train=1, n_test_good=1, n_test_defect=1)
     config = sweep_config(tmp_path, format="mvtec", root=str(root), categories=["tile"])
     result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(root / "results")])
     assert result.exit_code == 2
@@ -177,9 +177,11 @@ def test_disk_full_is_one_line_naming_the_cell_and_leaves_no_partial_file(tmp_pa
 
     def full_disk(path, write):
         if Path(path).name == "model.ckpt":
+
             def write_then_fail(tmp):
                 write(tmp)
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
             return real(path, write_then_fail)
         return real(path, write)
 

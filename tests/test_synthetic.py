@@ -152,9 +152,7 @@ def test_a_category_does_not_depend_on_the_others_requested(tmp_path):
 
 def test_train_and_test_good_images_differ(tmp_path):
     root = make_dataset(tmp_path, categories=["tile"], **SMALL) / "tile"
-    assert (root / "train" / "good" / "000.png").read_bytes() != (
-        root / "test" / "good" / "000.png"
-    ).read_bytes()
+    assert (root / "train" / "good" / "000.png").read_bytes() != (root / "test" / "good" / "000.png").read_bytes()
 
 
 def test_unknown_category_names_the_valid_ones(tmp_path):
@@ -189,9 +187,7 @@ def test_defects_stand_out_from_the_texture_where_the_mask_says(category, tmp_pa
     # normal training patch, patches clear of the mask close to one.
     patch = 6
     root = (
-        make_dataset(
-            tmp_path, categories=[category], image_size=64, n_train=16, n_test_good=1, n_test_defect=2
-        )
+        make_dataset(tmp_path, categories=[category], image_size=64, n_train=16, n_test_good=1, n_test_defect=2)
         / category
     )
     train = np.stack([read(p) for p in sorted((root / "train" / "good").iterdir())]).astype(np.float32) / 255

@@ -94,7 +94,9 @@ def test_other_architecture_is_a_clear_error(tmp_path):
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
     path = save(timm_state("resnet50"), tmp_path / "resnet50.pth")
-    with pytest.raises(WeightsError, match=r"shape mismatches \(e\.g\. layer1\.0\.conv1\.weight \(file \[64, 64, 1, 1\]"):
+    with pytest.raises(
+        WeightsError, match=r"shape mismatches \(e\.g\. layer1\.0\.conv1\.weight \(file \[64, 64, 1, 1\]"
+    ):
         patchcore(path)
 
 
@@ -150,7 +152,9 @@ def test_teacher_file_is_loaded_and_the_wrong_size_named(tmp_path):
     for key, tensor in model.model.teacher.state_dict().items():
         assert torch.equal(tensor, state[key])
     medium = AdrunEfficientAd(teacher=str(path), model_size="medium", visualizer=False)
-    with pytest.raises(WeightsError, match=r"does not fit model_size medium .*it is a small teacher: set model_size: small"):
+    with pytest.raises(
+        WeightsError, match=r"does not fit model_size medium .*it is a small teacher: set model_size: small"
+    ):
         load_teacher(medium.model.teacher, path, model_size="medium")
 
 

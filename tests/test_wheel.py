@@ -37,8 +37,11 @@ def wheel(tmp_path_factory) -> Path:
             else:
                 shutil.copy2(origin, src / name)
     # No build isolation: the registry may be unreachable; this venv has setuptools.
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp / "dist"), str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+    )
     (built,) = (tmp / "dist").glob("adrun-*.whl")
     return built
 
@@ -54,20 +57,37 @@ def test_wheel_runs_help_and_a_smoke_cell_from_its_own_config(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(site, "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     adrun = env_dir / "bin" / "adrun"
     helped = subprocess.run([adrun, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     assert "Run every model x category cell of a config." in helped.stdout
 
-    where = subprocess.run([python, "-c", "import adrun, importlib.resources as r; print(adrun.__file__); "
-                            "print(r.files('adrun') / 'configs' / 'demo.yaml')"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.split()
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import adrun, importlib.resources as r; print(adrun.__file__); "
+            "print(r.files('adrun') / 'configs' / 'demo.yaml')",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.split()
     assert where[0].startswith(site), where  # the wheel's adrun, not this checkout's
     demo = Path(where[1])
     raw = yaml.safe_load(demo.read_text())
@@ -77,8 +97,9 @@ def test_wheel_runs_help_and_a_smoke_cell_from_its_own_config(wheel, tmp_path):
     raw["models"] = [{**raw["models"][0], "backbone": "resnet18", "image_size": 64}]
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(raw))
-    ran = subprocess.run([adrun, "sweep", str(config), "--smoke"], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=600)
+    ran = subprocess.run(
+        [adrun, "sweep", str(config), "--smoke"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     table = (tmp_path / "results" / "smoke" / raw["name"] / "pixel_auroc.csv").read_text().splitlines()
     assert table[0] == "category,patchcore,patchcore std,patchcore n" and table[1].startswith("tile,0.")

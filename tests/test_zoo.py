@@ -30,8 +30,9 @@ def test_the_zoo_smoke_sweep_runs_every_model_with_a_pixel_auroc_or_an_explicit_
     """Every model on one category (CI's budget); the README's table runs all three."""
     raw = yaml.safe_load(ZOO.read_text())
     start = time.perf_counter()
-    result = CliRunner().invoke(app, ["sweep", str(ZOO), "--smoke", "--output", str(tmp_path),
-                                      "--set", "data.categories=[tile]"])
+    result = CliRunner().invoke(
+        app, ["sweep", str(ZOO), "--smoke", "--output", str(tmp_path), "--set", "data.categories=[tile]"]
+    )
     seconds = time.perf_counter() - start
     assert result.exit_code == 0, result.output
     exp = tmp_path / "smoke" / "zoo"
@@ -40,7 +41,8 @@ def test_the_zoo_smoke_sweep_runs_every_model_with_a_pixel_auroc_or_an_explicit_
     labels = [m["name"] for m in raw["models"]]
     assert len(records) == len(labels) * len(categories)
     assert all(r["status"] == "success" and r["smoke"] is True for r in records), [
-        (r["label"], r["category"], r["error"]) for r in records if r["status"] != "success"]
+        (r["label"], r["category"], r["error"]) for r in records if r["status"] != "success"
+    ]
     for r in records:
         if r["label"] in IMAGE_ONLY:
             assert "pixel_AUROC" not in r["metrics"]
@@ -72,16 +74,19 @@ def test_the_zoo_config_names_every_offline_spec_once():
     assert sorted(names) == sorted(SPECS) and len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"name": "cflow", "image_size": 64}, "models.0.image_size: must be at least 128"),
-    ({"name": "supersimplenet", "image_size": 96}, "models.0.image_size: must be at least 128"),
-    ({"name": "padim", "image_size": 48}, "models.0.image_size: must be at least 64"),
-    ({"name": "padim", "backbone": "resnet50"}, "n_features has no default for backbone resnet50"),
-    ({"name": "fastflow", "backbone": "resnet50"}, "fastflow supports backbone resnet18"),
-    ({"name": "reverse_distillation", "backbone": "vgg16"}, "anomalib has a decoder only for resnet18"),
-    ({"name": "uflow", "image_size": 64}, "backbone mcait runs at image_size: 448 only"),
-    ({"name": "stfpm", "pre_trained": False, "weights": "w.pth"}, "contradicts pre_trained: false"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "cflow", "image_size": 64}, "models.0.image_size: must be at least 128"),
+        ({"name": "supersimplenet", "image_size": 96}, "models.0.image_size: must be at least 128"),
+        ({"name": "padim", "image_size": 48}, "models.0.image_size: must be at least 64"),
+        ({"name": "padim", "backbone": "resnet50"}, "n_features has no default for backbone resnet50"),
+        ({"name": "fastflow", "backbone": "resnet50"}, "fastflow supports backbone resnet18"),
+        ({"name": "reverse_distillation", "backbone": "vgg16"}, "anomalib has a decoder only for resnet18"),
+        ({"name": "uflow", "image_size": 64}, "backbone mcait runs at image_size: 448 only"),
+        ({"name": "stfpm", "pre_trained": False, "weights": "w.pth"}, "contradicts pre_trained: false"),
+    ],
+)
 def test_a_models_config_rules_refuse_bad_entries_with_the_fix(entry, message):
     with pytest.raises(ConfigError) as caught:
         validate({"name": "x", "models": [entry]})
@@ -91,8 +96,13 @@ def test_a_models_config_rules_refuse_bad_entries_with_the_fix(entry, message):
 def _plan_problems(tmp_path, entry, smoke=False, **data):
     from adrun.sweep import plan
 
-    raw = {"name": "x", "output": str(tmp_path), "models": [entry],
-           "data": {"format": "synthetic", "categories": ["tile"], **data}, "trainer": {"accelerator": "cpu"}}
+    raw = {
+        "name": "x",
+        "output": str(tmp_path),
+        "models": [entry],
+        "data": {"format": "synthetic", "categories": ["tile"], **data},
+        "trainer": {"accelerator": "cpu"},
+    }
     try:
         plan(validate(raw), smoke=smoke)
     except AdrunError as exc:
@@ -100,28 +110,56 @@ def _plan_problems(tmp_path, entry, smoke=False, **data):
     return ""
 
 
-@pytest.mark.parametrize(("entry", "data", "smoke", "expected"), [
-    ({"name": "stfpm"}, {}, False, "stfpm trains until a schedule ends and none is set"),
-    ({"name": "stfpm", "trainer": {"max_steps": 0}}, {}, False, "trainer.max_steps is 0"),
-    ({"name": "stfpm", "trainer": {"max_epochs": -1}}, {}, False, "stfpm trains until a schedule ends"),
-    ({"name": "padim", "trainer": {"max_epochs": 3}}, {}, False, "padim trains 1 epoch(s)"),
-    ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": -1, "max_steps": 5}}, {}, False, ""),
-    ({"name": "dfkde"}, {"synthetic": {"n_train": 8}}, False,
-     "dfkde needs more training images than n_pca_components (16) and this cell has 8"),
-    ({"name": "dfkde", "n_pca_components": 4}, {}, True, "this cell has 4; set n_pca_components: 3"),
-    ({"name": "cflow", "image_size": 128, "train_batch_size": 2, "trainer": {"max_steps": 1}}, {}, False,
-     "a batch of 2 at 128 px gives 32 at stride 32"),
-    ({"name": "fre", "backbone": "resnet18", "image_size": 64, "trainer": {"max_epochs": 1}}, {}, False,
-     "fre's input_dim 65536 does not match the pooled features of resnet18 layer3 at 64 px (1024)"),
-    ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": 2}}, {}, False, ""),
-    ({"name": "padim", "pre_trained": False}, {}, True, ""),
-    # Preflight names the file to fetch for a hard-coded pretrained teacher (offline tests).
-    ({"name": "stfpm", "trainer": {"max_epochs": 2}}, {}, False,
-     "stfpm: timm's pretrained weights for resnet18 are not in the Hugging Face cache"),
-    ({"name": "draem", "dtd_dir": "no/such/dtd", "trainer": {"max_epochs": 2}}, {}, False,
-     "draem: dtd_dir no/such/dtd does not exist (anomalib would download DTD into it)"),
-    ({"name": "cfa", "trainer": {"max_epochs": 2}}, {}, False, "cfa: torchvision's wide_resnet50_2 weights are not at"),
-])
+@pytest.mark.parametrize(
+    ("entry", "data", "smoke", "expected"),
+    [
+        ({"name": "stfpm"}, {}, False, "stfpm trains until a schedule ends and none is set"),
+        ({"name": "stfpm", "trainer": {"max_steps": 0}}, {}, False, "trainer.max_steps is 0"),
+        ({"name": "stfpm", "trainer": {"max_epochs": -1}}, {}, False, "stfpm trains until a schedule ends"),
+        ({"name": "padim", "trainer": {"max_epochs": 3}}, {}, False, "padim trains 1 epoch(s)"),
+        ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": -1, "max_steps": 5}}, {}, False, ""),
+        (
+            {"name": "dfkde"},
+            {"synthetic": {"n_train": 8}},
+            False,
+            "dfkde needs more training images than n_pca_components (16) and this cell has 8",
+        ),
+        ({"name": "dfkde", "n_pca_components": 4}, {}, True, "this cell has 4; set n_pca_components: 3"),
+        (
+            {"name": "cflow", "image_size": 128, "train_batch_size": 2, "trainer": {"max_steps": 1}},
+            {},
+            False,
+            "a batch of 2 at 128 px gives 32 at stride 32",
+        ),
+        (
+            {"name": "fre", "backbone": "resnet18", "image_size": 64, "trainer": {"max_epochs": 1}},
+            {},
+            False,
+            "fre's input_dim 65536 does not match the pooled features of resnet18 layer3 at 64 px (1024)",
+        ),
+        ({"name": "stfpm", "pre_trained": False, "trainer": {"max_epochs": 2}}, {}, False, ""),
+        ({"name": "padim", "pre_trained": False}, {}, True, ""),
+        # Preflight names the file to fetch for a hard-coded pretrained teacher (offline tests).
+        (
+            {"name": "stfpm", "trainer": {"max_epochs": 2}},
+            {},
+            False,
+            "stfpm: timm's pretrained weights for resnet18 are not in the Hugging Face cache",
+        ),
+        (
+            {"name": "draem", "dtd_dir": "no/such/dtd", "trainer": {"max_epochs": 2}},
+            {},
+            False,
+            "draem: dtd_dir no/such/dtd does not exist (anomalib would download DTD into it)",
+        ),
+        (
+            {"name": "cfa", "trainer": {"max_epochs": 2}},
+            {},
+            False,
+            "cfa: torchvision's wide_resnet50_2 weights are not at",
+        ),
+    ],
+)
 def test_a_models_cell_rules_refuse_the_cell_before_it_runs(tmp_path, entry, data, smoke, expected):
     problems = _plan_problems(tmp_path, entry, smoke, **data)
     assert (expected in problems) if expected else problems == "", problems
@@ -170,12 +208,17 @@ def _build(tmp_path, entry):
 @pytest.mark.parametrize("name", sorted(CONV1))
 def test_weights_file_loads_into_the_backbone_without_the_network(tmp_path, monkeypatch, name):
     """Also for backbones anomalib hard-codes as pretrained: built untrained, then the file (weights_only)."""
+
     def no_network(*args, **kwargs):
         raise AssertionError("network touched")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    entry = {"name": name, "backbone": "resnet18", "weights": str(_resnet18_file(tmp_path)),
-             "image_size": 128 if name in ("cflow", "supersimplenet") else 64}
+    entry = {
+        "name": name,
+        "backbone": "resnet18",
+        "weights": str(_resnet18_file(tmp_path)),
+        "image_size": 128 if name in ("cflow", "supersimplenet") else 64,
+    }
     if name == "fre":
         entry["input_dim"] = 1024
     model, at = _build(tmp_path, entry)
@@ -188,8 +231,15 @@ def test_weights_file_loads_into_the_backbone_without_the_network(tmp_path, monk
 @pytest.mark.parametrize("name", ["stfpm", "uflow", "supersimplenet", "cfa"])
 def test_pre_trained_false_builds_a_hard_coded_pretrained_backbone_offline(tmp_path, name):
     # conftest makes the hub offline with an empty cache: a pretrained build would raise.
-    model, at = _build(tmp_path, {"name": name, "backbone": "resnet18", "pre_trained": False,
-                                  "image_size": 128 if name == "supersimplenet" else 64})
+    model, at = _build(
+        tmp_path,
+        {
+            "name": name,
+            "backbone": "resnet18",
+            "pre_trained": False,
+            "image_size": 128 if name == "supersimplenet" else 64,
+        },
+    )
     assert float(at(CONV1[name]).weight.std()) > 0  # random init, not a constant
 
 
@@ -216,4 +266,6 @@ def test_draem_without_textures_builds_offline_from_an_empty_folder_of_its_own(t
     model, _ = _build(tmp_path, {"name": "draem", "dtd_dir": None, "image_size": 64})
     folder = tmp_path / "draem-no-textures"
     assert folder.is_dir() and not any(folder.iterdir())
-    assert SPECS["draem"].downloads(validate({"name": "x", "models": [{"name": "draem"}]}).models[0])[0].present is False
+    assert (
+        SPECS["draem"].downloads(validate({"name": "x", "models": [{"name": "draem"}]}).models[0])[0].present is False
+    )

@@ -30,8 +30,21 @@ from adrun.records import atomic_write_text
 
 RESAMPLES = 1000
 LEVEL = 0.95
-COLUMNS = ["metric", "model", "category", "a", "a_n", "b", "b_n", "delta", "low", "high", "verdict",
-           "resampled", "note"]
+COLUMNS = [
+    "metric",
+    "model",
+    "category",
+    "a",
+    "a_n",
+    "b",
+    "b_n",
+    "delta",
+    "low",
+    "high",
+    "verdict",
+    "resampled",
+    "note",
+]
 # Image metrics recomputable from test_scores.csv: anomalib class and the fields it reads.
 IMAGE_METRICS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "image_AUROC": ("AUROC", ("pred_score", "gt_label"), {}),
@@ -50,8 +63,11 @@ class Side:
     records: list[dict]
 
     def cell(self, label: str, category: str) -> list[dict]:
-        return [r for r in self.records if r.get("status") == "success" and r["label"] == label
-                and r["category"] == category]
+        return [
+            r
+            for r in self.records
+            if r.get("status") == "success" and r["label"] == label and r["category"] == category
+        ]
 
 
 def load_side(exp_dir: Path, name: str) -> Side:
@@ -116,9 +132,11 @@ class _Metric:
     def __call__(self, score, pred_label, label) -> float:
         import torch
 
-        values = {"pred_score": torch.tensor(score, dtype=torch.float32),
-                  "pred_label": torch.tensor(pred_label, dtype=torch.int64),
-                  "gt_label": torch.tensor(label, dtype=torch.int64)}
+        values = {
+            "pred_score": torch.tensor(score, dtype=torch.float32),
+            "pred_label": torch.tensor(pred_label, dtype=torch.int64),
+            "gt_label": torch.tensor(label, dtype=torch.int64),
+        }
         self.metric.reset()
         self.metric.update(SimpleNamespace(**{f: values[f] for f in self.fields}))
         return float(self.metric.compute())
@@ -139,8 +157,10 @@ def _image_resamples(metric: str, a: list[pd.DataFrame], b: list[pd.DataFrame], 
     if metric == "image_F1Score" and any(f["pred_label"].isna().any() for f in a + b):
         return None, "no predicted labels stored"
     score = _Metric(metric)
-    sides = [[(f.loc[images, "score"].to_numpy(), f.loc[images, "pred_label"].fillna(0).to_numpy()) for f in s]
-             for s in (a, b)]
+    sides = [
+        [(f.loc[images, "score"].to_numpy(), f.loc[images, "pred_label"].fillna(0).to_numpy()) for f in s]
+        for s in (a, b)
+    ]
     strata = [np.flatnonzero(labels == value) for value in sorted(set(labels.tolist()))]
     out = np.empty(resamples)
     for r in range(resamples):
@@ -207,9 +227,19 @@ def against(a: Side, b: Side, resamples: int = RESAMPLES, seed: int = 0) -> pd.D
                 ra, rb = a.cell(label_a, category), b.cell(label_b, category)
                 va = [float(r["metrics"][metric]) for r in ra if metric in r.get("metrics", {})]
                 vb = [float(r["metrics"][metric]) for r in rb if metric in r.get("metrics", {})]
-                row = {"metric": metric, "model": model, "category": category,
-                       "a": _mean(va), "a_n": len(va), "b": _mean(vb), "b_n": len(vb),
-                       "low": math.nan, "high": math.nan, "resampled": "", "note": ""}
+                row = {
+                    "metric": metric,
+                    "model": model,
+                    "category": category,
+                    "a": _mean(va),
+                    "a_n": len(va),
+                    "b": _mean(vb),
+                    "b_n": len(vb),
+                    "low": math.nan,
+                    "high": math.nan,
+                    "resampled": "",
+                    "note": "",
+                }
                 row["delta"] = row["a"] - row["b"]
                 draws = None
                 if not va or not vb:
@@ -236,7 +266,7 @@ def against(a: Side, b: Side, resamples: int = RESAMPLES, seed: int = 0) -> pd.D
                 draws_per_category.append(draws)
                 row["verdict"] = _verdict(row["low"], row["high"])
                 rows.append(row)
-            rows.append(_mean_row(metric, model, rows[-len(categories):], draws_per_category, alpha))
+            rows.append(_mean_row(metric, model, rows[-len(categories) :], draws_per_category, alpha))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -248,10 +278,19 @@ def _mean_row(metric, model, rows, draws, alpha) -> dict:
     import numpy as np
 
     both = [r for r in rows if r["a_n"] and r["b_n"]]
-    row = {"metric": metric, "model": model, "category": "mean",
-           "a": _mean([r["a"] for r in both]), "a_n": min((r["a_n"] for r in both), default=0),
-           "b": _mean([r["b"] for r in both]), "b_n": min((r["b_n"] for r in both), default=0),
-           "low": math.nan, "high": math.nan, "resampled": "", "note": f"over the {len(both)} categories with both"}
+    row = {
+        "metric": metric,
+        "model": model,
+        "category": "mean",
+        "a": _mean([r["a"] for r in both]),
+        "a_n": min((r["a_n"] for r in both), default=0),
+        "b": _mean([r["b"] for r in both]),
+        "b_n": min((r["b_n"] for r in both), default=0),
+        "low": math.nan,
+        "high": math.nan,
+        "resampled": "",
+        "note": f"over the {len(both)} categories with both",
+    }
     row["delta"] = row["a"] - row["b"]
     if both and len(both) == len(rows) and all(d is not None for d in draws):
         stacked = np.mean(np.stack(draws), axis=0)  # categories resampled independently, averaged per resample
@@ -274,19 +313,31 @@ def _n(value: float, sign: bool = False) -> str:
 def to_markdown(table: pd.DataFrame, a: Side, b: Side, resamples: int) -> str:
     from adrun.tables import markdown_table, md_escape
 
-    lines = [f"# Against `{md_escape(b.name)}`: {md_escape(a.name)} − {md_escape(b.name)}, per category", "",
-             f"A = {md_escape(a.exp_dir)}, B = {md_escape(b.exp_dir)}. Δ = A − B (higher is better for every "
-             f"metric here). The interval is a {LEVEL:.0%} percentile bootstrap over {resamples} resamples: "
-             "image metrics resample each side's seeds and the test images (paired, stratified by label); "
-             "pixel metrics resample the seeds only, because adrun keeps no per-image anomaly maps, so their "
-             "interval leaves the test images' noise out. better / worse: the whole interval is above / below 0."]
+    lines = [
+        f"# Against `{md_escape(b.name)}`: {md_escape(a.name)} − {md_escape(b.name)}, per category",
+        "",
+        f"A = {md_escape(a.exp_dir)}, B = {md_escape(b.exp_dir)}. Δ = A − B (higher is better for every "
+        f"metric here). The interval is a {LEVEL:.0%} percentile bootstrap over {resamples} resamples: "
+        "image metrics resample each side's seeds and the test images (paired, stratified by label); "
+        "pixel metrics resample the seeds only, because adrun keeps no per-image anomaly maps, so their "
+        "interval leaves the test images' noise out. better / worse: the whole interval is above / below 0.",
+    ]
     for (metric, model), part in table.groupby(["metric", "model"], sort=False):
         lines += ["", f"## {md_escape(metric)}: {md_escape(model)}", ""]
         rows = []
         for _, r in part.iterrows():
             interval = "–" if pd.isna(r["low"]) else f"[{r['low']:+.3f}, {r['high']:+.3f}]"
-            rows.append([str(r["category"]), f"{_n(r['a'])} (n={r['a_n']})", f"{_n(r['b'])} (n={r['b_n']})",
-                         _n(r["delta"], sign=True), interval, r["verdict"] or "–", md_escape(r["resampled"] or "–")])
+            rows.append(
+                [
+                    str(r["category"]),
+                    f"{_n(r['a'])} (n={r['a_n']})",
+                    f"{_n(r['b'])} (n={r['b_n']})",
+                    _n(r["delta"], sign=True),
+                    interval,
+                    r["verdict"] or "–",
+                    md_escape(r["resampled"] or "–"),
+                ]
+            )
         lines += markdown_table(["category", "A", "B", "Δ", f"{LEVEL:.0%} interval", "verdict", "resampled"], rows)
         notes = [f"{r['category']}: {r['note']}" for _, r in part.iterrows() if r["note"] and r["category"] != "mean"]
         if notes:

@@ -136,7 +136,11 @@ def _overrides(sets: list[str] | None, root: Path | None, output: Path | None) -
 
 
 def _run_plan(
-    the_plan, force: bool = False, fail_fast: bool = False, jobs: int = 1, backend: str = "local",
+    the_plan,
+    force: bool = False,
+    fail_fast: bool = False,
+    jobs: int = 1,
+    backend: str = "local",
     address: str | None = None,
 ) -> None:
     """Run a plan with per-cell progress, then print the summary table; exit 1 if a cell failed."""
@@ -152,8 +156,10 @@ def _run_plan(
     seconds, known, todo = sweep.estimate(the_plan, force)
     if known:
         others = f"; {plural(todo - known, 'other cell')} never ran with these settings" if known < todo else ""
-        console.print(f"expected: about {duration(seconds)}, from the last runs of {plural(known, 'cell')} with "
-                      f"these settings{others}")
+        console.print(
+            f"expected: about {duration(seconds)}, from the last runs of {plural(known, 'cell')} with "
+            f"these settings{others}"
+        )
     started = time.perf_counter()
     from adrun.models import spec_of
 
@@ -164,11 +170,18 @@ def _run_plan(
                 noted.add(note)
                 console.print(f"[yellow]note[/]: {_e(cell.label)} {_e(note)}")
     if the_plan.experiment.data.test_good_from_train:
-        console.print("[yellow]note[/]: data.test_good_from_train: true: where test/good is empty, anomalib "
-                      "moves 20% of train/good into the test set.")
+        console.print(
+            "[yellow]note[/]: data.test_good_from_train: true: where test/good is empty, anomalib "
+            "moves 20% of train/good into the test set."
+        )
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     task = progress.add_task("starting", total=len(the_plan.cells))
     running: dict[str, str] = {}  # the cells running now (by folder), with the node each runs on
@@ -182,8 +195,10 @@ def _run_plan(
         name = _e(cell_name(cell))
         if event.kind == "started":
             if event.attempt > 1:
-                progress.console.print(f"  [yellow]retry[/] {name}: attempt {event.attempt} on {_e(event.node)} "
-                                       "(the node of the last one was lost)")
+                progress.console.print(
+                    f"  [yellow]retry[/] {name}: attempt {event.attempt} on {_e(event.node)} "
+                    "(the node of the last one was lost)"
+                )
             running[cell.folder] = f"{name} @ {_e(event.node)}" if event.node else name
             progress.update(task, description=", ".join(running.values()))
             return
@@ -215,23 +230,36 @@ def _run_plan(
                 # The one session of this sweep: the Ray backend runs on it.
                 cluster = stack.enter_context(session(address))
                 console.print(_e(cluster.summary()))
-                console.print(f"ray dashboard: {_e(cluster.dashboard_url)}" if cluster.dashboard_url
-                              else "ray dashboard: none (the head node runs without one)")
+                console.print(
+                    f"ray dashboard: {_e(cluster.dashboard_url)}"
+                    if cluster.dashboard_url
+                    else "ray dashboard: none (the head node runs without one)"
+                )
                 if cluster.auth_warning:
                     console.print(f"[yellow]warning[/]: {_e(cluster.auth_warning)}")
             with progress:
                 outcome = sweep.execute(
-                    the_plan, force=force, on_event=on_event, fail_fast=fail_fast, jobs=jobs,
-                    backend=backend, address=address, cluster=cluster,
+                    the_plan,
+                    force=force,
+                    on_event=on_event,
+                    fail_fast=fail_fast,
+                    jobs=jobs,
+                    backend=backend,
+                    address=address,
+                    cluster=cluster,
                 )
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
-                      "up to date; run the same command again to resume.")
+        console.print(
+            "[yellow]interrupted[/]: the current cell is recorded as interrupted and the tables are "
+            "up to date; run the same command again to resume."
+        )
         raise typer.Exit(130) from None
     _print_summary(console, outcome.tables, the_plan.exp_dir)
     ran = len(outcome.records) + len(outcome.failed)
-    console.print(f"{plural(ran, 'cell')} ran in {duration(time.perf_counter() - started)} (wall time)"
-                  + (f", {len(outcome.skipped)} finished earlier" if outcome.skipped else ""))
+    console.print(
+        f"{plural(ran, 'cell')} ran in {duration(time.perf_counter() - started)} (wall time)"
+        + (f", {len(outcome.skipped)} finished earlier" if outcome.skipped else "")
+    )
     if outcome.failed:
         console.print(f"[red]{plural(len(outcome.failed), 'cell')} failed:[/]")
         for record in outcome.failed:
@@ -274,27 +302,45 @@ def sweep(
     output: OutputOption = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun cells that already finished.")] = False,
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only the matching cells: LABEL/CATEGORY or LABEL, a "
-                                       "label as written (grid labels too) or a glob over labels and model names: "
-                                       "MODEL/t* picks every cell of that model on tile (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Run only the matching cells: LABEL/CATEGORY or LABEL, a "
+            "label as written (grid labels too) or a glob over labels and model names: "
+            "MODEL/t* picks every cell of that model on tile (repeatable).",
+        ),
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing cell.")] = False,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Cells run at once, each in its own process (threads split); "
-                          "with --backend ray, cells at once per CPU node.")
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Cells run at once, each in its own process (threads split); "
+            "with --backend ray, cells at once per CPU node.",
+        ),
     ] = 1,
     backend: Annotated[
-        Backend, typer.Option("--backend", help="local: this machine; ray: each cell a Ray task on a cluster "
-                              "(pip install 'adrun[ray]').")
+        Backend,
+        typer.Option(
+            "--backend", help="local: this machine; ray: each cell a Ray task on a cluster (pip install 'adrun[ray]')."
+        ),
     ] = Backend.local,
     address: Annotated[
-        str | None, typer.Option("--address", help="With --backend ray: auto (the cluster `ray start` made here, "
-                                 "or $RAY_ADDRESS) or HOST:PORT of the head node.")
+        str | None,
+        typer.Option(
+            "--address",
+            help="With --backend ray: auto (the cluster `ray start` made here, "
+            "or $RAY_ADDRESS) or HOST:PORT of the head node.",
+        ),
     ] = None,
     verify_images: VerifyOption = False,
     wait: Annotated[
-        bool, typer.Option("--wait", help="If another sweep runs on the same experiment folder, wait for it "
-                           "instead of stopping.")
+        bool,
+        typer.Option(
+            "--wait", help="If another sweep runs on the same experiment folder, wait for it instead of stopping."
+        ),
     ] = False,
 ) -> None:
     """Run every model x category cell of a config.
@@ -387,12 +433,16 @@ def predict(
         Path | None, typer.Option("--output", help="Where to write scores.csv and overlays (default RUN/predictions).")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="An image is anomalous when its score is above this, on the "
-                                   "scale of scores.csv; masks use it on the map (default: the cell's own).")
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="An image is anomalous when its score is above this, on the "
+            "scale of scores.csv; masks use it on the map (default: the cell's own).",
+        ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Images per forward pass (default: the cell's "
-                                 "eval batch size).")
+        int | None,
+        typer.Option("--batch-size", min=1, help="Images per forward pass (default: the cell's eval batch size)."),
     ] = None,
     masks: Annotated[
         bool, typer.Option("--masks", help="Also write each image's predicted mask, <name>_mask.png.")
@@ -421,20 +471,24 @@ def table(
     results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")],
     compare: Annotated[
         list[str] | None,
-        typer.Option("--compare", metavar="NAME",
-                     help=f"Also compare with a shipped reference: {', '.join(_REFERENCES)} (repeatable)."),
+        typer.Option(
+            "--compare",
+            metavar="NAME",
+            help=f"Also compare with a shipped reference: {', '.join(_REFERENCES)} (repeatable).",
+        ),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="List every record on disk, with the settings that differ as columns.")
     ] = False,
     against: Annotated[
         Path | None,
-        typer.Option("--against", metavar="OTHER",
-                     help="Compare with another experiment folder, cell by cell: Δ with a bootstrap interval."),
+        typer.Option(
+            "--against",
+            metavar="OTHER",
+            help="Compare with another experiment folder, cell by cell: Δ with a bootstrap interval.",
+        ),
     ] = None,
-    resamples: Annotated[
-        int, typer.Option("--resamples", help="Bootstrap resamples for --against.")
-    ] = 1000,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples for --against.")] = 1000,
 ) -> None:
     """Rebuild an experiment's tables from its records.
 
@@ -489,8 +543,10 @@ def _print_all(console, results: Path) -> None:
     frame = all_records(results)
     atomic_write_text(results / "all_records.csv", frame.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(results / "all_records.md", all_markdown(frame, results.name))
-    view = Table(title=escape(f"every record  ({results})"),
-                 caption="columns between status and the metrics: the settings that differ")
+    view = Table(
+        title=escape(f"every record  ({results})"),
+        caption="columns between status and the metrics: the settings that differ",
+    )
     for column in frame.columns:
         view.add_column(escape(str(column)), justify="right" if frame[column].dtype.kind == "f" else "left")
     for _, row in frame.iterrows():
@@ -582,8 +638,10 @@ def doctor(
     columns = ("cell", *names, "ready")
     title = f"{experiment.name}: {plural(len(reports), 'cell')}"
     if plain:
-        rows = [[f"{r.label}/{r.category}", *(_shown(r.checks.get(k)) for k in columns[1:-1]),
-                 "yes" if r.ready else "no"] for r in reports]
+        rows = [
+            [f"{r.label}/{r.category}", *(_shown(r.checks.get(k)) for k in columns[1:-1]), "yes" if r.ready else "no"]
+            for r in reports
+        ]
         _print_rows(title, list(columns), rows)
     else:
         view = Table(title=_e(title))
@@ -666,8 +724,10 @@ def fetch(
 def status(
     results: Annotated[Path, typer.Argument(help="An experiment folder: <output>/<name>.")],
     config: Annotated[
-        Path | None, typer.Option("--config", help="Compare the keys with this config's cells (default: the last "
-                                  "sweep's plan.json, if any).")
+        Path | None,
+        typer.Option(
+            "--config", help="Compare the keys with this config's cells (default: the last sweep's plan.json, if any)."
+        ),
     ] = None,
     sets: SetOption = None,
     root: RootOption = None,
@@ -686,12 +746,24 @@ def status(
     counts: dict[str, int] = {}
     for cell in found:
         counts[cell.state] = counts.get(cell.state, 0) + 1
-    compared = {"config": f"keys compared with {config}", "plan": "keys compared with the last sweep's plan.json",
-                None: "no config or plan.json to compare keys with (pass --config)"}[against]
+    compared = {
+        "config": f"keys compared with {config}",
+        "plan": "keys compared with the last sweep's plan.json",
+        None: "no config or plan.json to compare keys with (pass --config)",
+    }[against]
     summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no cells"
     columns = ["cell", "seed", "state", "key", "started", "seconds"]
-    rows = [[f"{c.label}/{c.category}", "–" if c.seed is None else str(c.seed), c.state, c.key or "–",
-             c.started or "–", "–" if c.seconds is None else f"{c.seconds:.1f}"] for c in found]
+    rows = [
+        [
+            f"{c.label}/{c.category}",
+            "–" if c.seed is None else str(c.seed),
+            c.state,
+            c.key or "–",
+            c.started or "–",
+            "–" if c.seconds is None else f"{c.seconds:.1f}",
+        ]
+        for c in found
+    ]
     _print_rows(f"{results}: {plural(len(found), 'cell')} ({summary}); {compared}", columns, rows)
     for c in found:
         if c.state == "failed" and c.error:
@@ -706,8 +778,10 @@ def _config_cells(config: Path, overrides: list[str], results: Path):
     experiment = cfg.load_experiment(config, overrides)
     smoke = results.parent.name == "smoke"
     if experiment.name != results.name:
-        raise AdrunError(f"--config {config}: is experiment {experiment.name!r}, but {results} holds "
-                         f"{results.name!r}; pass that experiment's config")
+        raise AdrunError(
+            f"--config {config}: is experiment {experiment.name!r}, but {results} holds "
+            f"{results.name!r}; pass that experiment's config"
+        )
     categories = experiment.data.categories
     if categories == "all":
         if experiment.data.format == "synthetic":
@@ -741,8 +815,15 @@ def _print_rows(title: str, columns: list[str], rows: list[list[str]]) -> None:
 # --------------------------------------------------------------------------- help text
 
 # Value names in the usual Unix spelling; typer's own are <list[str]>, <path> and {config}.
-OPTION_METAVARS = {"--set": "KEY=VALUE", "--only": "PATTERN", "--address": "HOST:PORT", "--model": "NAME",
-                   "--category": "NAME", "--categories": "NAME", "--format": "FORMAT"}
+OPTION_METAVARS = {
+    "--set": "KEY=VALUE",
+    "--only": "PATTERN",
+    "--address": "HOST:PORT",
+    "--model": "NAME",
+    "--category": "NAME",
+    "--categories": "NAME",
+    "--format": "FORMAT",
+}
 
 
 def _type_metavar(param) -> str:

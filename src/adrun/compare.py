@@ -27,8 +27,19 @@ from adrun.records import atomic_write_text
 from adrun.wording import plural
 
 METRICS = ("pixel_AUROC", "image_AUROC", "pixel_F1Score", "image_F1Score")
-COLUMNS = ["metric", "model", "category", "ours", "reference", "delta", "reference_model", "note",
-           "ours_std", "n", "spread"]
+COLUMNS = [
+    "metric",
+    "model",
+    "category",
+    "ours",
+    "reference",
+    "delta",
+    "reference_model",
+    "note",
+    "ours_std",
+    "n",
+    "spread",
+]
 # A Δ is "within" the seed spread when |Δ| <= SPREAD x the std over our seeds (n >= 2).
 SPREAD = 2.0
 
@@ -154,12 +165,17 @@ def _row(metric, label, category, ours, reference, reference_model, note) -> dic
     if both and not math.isnan(std):
         spread = "within" if abs(delta) <= SPREAD * std else "outside"
     return {
-        "metric": metric, "model": label, "category": category,
+        "metric": metric,
+        "model": label,
+        "category": category,
         "ours": mean,
         "reference": math.nan if reference is None else reference,
         "delta": delta,
-        "reference_model": reference_model, "note": note,
-        "ours_std": std, "n": len(values), "spread": spread,
+        "reference_model": reference_model,
+        "note": note,
+        "ours_std": std,
+        "n": len(values),
+        "spread": spread,
     }
 
 
@@ -219,8 +235,10 @@ def notes(table: pd.DataFrame, metric: str, name: str) -> list[str]:
         if len(missing):
             out.append(f"{label}: {name} has no {', '.join(missing.category)}")
     if (part.spread != "").any():
-        out.append(f"ours: mean ± std over our seeds; Δ is within the seed spread when |Δ| ≤ {SPREAD:g} × that std, "
-                   "outside otherwise")
+        out.append(
+            f"ours: mean ± std over our seeds; Δ is within the seed spread when |Δ| ≤ {SPREAD:g} × that std, "
+            "outside otherwise"
+        )
     return out
 
 
@@ -229,8 +247,11 @@ def to_markdown(table: pd.DataFrame, ref: Reference, synthetic: bool = False) ->
     lines = [f"# Compared with `{ref.name}`", ""]
     lines += [f"> {line}" if line else ">" for line in ref.source]
     if synthetic:
-        lines += ["", f"**Our numbers are on synthetic data, {ref.name}'s on MVTec AD: the deltas show the "
-                  "plumbing, not how the models compare.**"]
+        lines += [
+            "",
+            f"**Our numbers are on synthetic data, {ref.name}'s on MVTec AD: the deltas show the "
+            "plumbing, not how the models compare.**",
+        ]
     for metric in dict.fromkeys(table.metric):
         view = wide(table, metric, ref.name)
         lines += ["", f"## {metric}", ""]

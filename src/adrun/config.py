@@ -44,8 +44,15 @@ NON_MODEL_KEYS = {"name", "label", "train_batch_size", "eval_batch_size", "image
 # What anomalib's Evaluator computes on request (registry.METRICS builds them): image_* from
 # the image scores and labels, pixel_* from the anomaly maps and masks.
 METRIC_NAMES = (
-    "image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO",
-    "image_AUPR", "pixel_AUPR", "image_F1Score", "pixel_F1Score",
+    "image_AUROC",
+    "pixel_AUROC",
+    "image_F1Max",
+    "pixel_F1Max",
+    "pixel_AUPRO",
+    "image_AUPR",
+    "pixel_AUPR",
+    "image_F1Score",
+    "pixel_F1Score",
 )
 # The field's usual four (MVTec AD papers report these); F1Max is threshold-free, F1Score
 # depends on anomalib's adaptive threshold.
@@ -352,7 +359,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # an unhashable key: SafeLoader reports it itself
             if first != key_node.start_mark.line + 1:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (first at line {first})",
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (first at line {first})",
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
@@ -371,8 +380,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
-                          "save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); save the file as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
@@ -432,8 +442,9 @@ def _index(node: list, part: str, item: str, source: str) -> int:
     return int(part)
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
-                    raw: dict[str, Any] | None = None) -> Experiment:
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] | None = None, raw: dict[str, Any] | None = None
+) -> Experiment:
     """Read, override and validate an experiment; every problem becomes a ``ConfigError``."""
     source = str(path) if path is not None else "config"
     if raw is None:
@@ -516,8 +527,10 @@ def grid_size(entry: dict) -> int:
 
 
 def _too_many(n: int, what: str) -> str:
-    return (f"{what} expand to {n:,} cells, more than adrun runs in one sweep ({MAX_CELLS:,}); "
-            "use fewer grid values, or split the sweep into several configs")
+    return (
+        f"{what} expand to {n:,} cells, more than adrun runs in one sweep ({MAX_CELLS:,}); "
+        "use fewer grid values, or split the sweep into several configs"
+    )
 
 
 def _grid_values(entry: dict, where: str = "models", problems: list | None = None) -> list[dict]:
@@ -545,10 +558,17 @@ def _first_of_grid(entry: dict) -> dict:
 # ``categories.list[str]``); no field of adrun's schema is named like that.
 _UNION_BRANCH = re.compile(r"^(int|str|float|bool|bytes|none|list|dict|.*\[.*\])$")
 _EXPECTED = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
-    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
-    "dict_type": "a mapping", "none_required": "null",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "none_required": "null",
 }
 
 
@@ -654,9 +674,7 @@ def model_entries(experiment: Experiment) -> list[tuple[str, ModelConfig]]:
     labels = [label for label, _ in out]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
-        raise ConfigError(
-            f"models: label {duplicates[0]!r} is used twice; give one of them a distinct 'label:'"
-        )
+        raise ConfigError(f"models: label {duplicates[0]!r} is used twice; give one of them a distinct 'label:'")
     return out
 
 

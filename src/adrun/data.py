@@ -51,8 +51,13 @@ def prepare(experiment: Experiment, exp_dir: Path, verify_images: bool = False) 
             )
         s = data.synthetic
         synthetic.make_dataset(
-            root, categories, seed=s.seed, image_size=s.image_size,
-            n_train=s.n_train, n_test_good=s.n_test_good, n_test_defect=s.n_test_defect,
+            root,
+            categories,
+            seed=s.seed,
+            image_size=s.image_size,
+            n_train=s.n_train,
+            n_test_good=s.n_test_good,
+            n_test_defect=s.n_test_defect,
         )
     else:
         categories = discover(root, data) if data.categories == "all" else list(data.categories)

@@ -43,8 +43,9 @@ def items(experiment: Experiment, with_data: bool = True) -> list[Download]:
     return out
 
 
-def fetch(experiment: Experiment, with_data: bool = True,
-          on_item: Callable[[Download, str], None] | None = None) -> list[Download]:
+def fetch(
+    experiment: Experiment, with_data: bool = True, on_item: Callable[[Download, str], None] | None = None
+) -> list[Download]:
     """Download every missing item; ``on_item(item, "present" | "start" | "done")`` reports progress."""
     todo = items(experiment, with_data)
     if checks.hf_offline() and any(i.kind == "backbone" and not i.present for i in todo):

@@ -6,8 +6,15 @@ from __future__ import annotations
 def md_escape(text) -> str:
     """A name safe inside a Markdown table cell: ``|`` would end the cell, ``<``/``>`` open HTML."""
     text = " ".join(str(text).splitlines())
-    for char, escaped in (("\\", "\\\\"), ("&", "&amp;"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"),
-                          ("](", "\\]("), ("`", "\\`")):
+    for char, escaped in (
+        ("\\", "\\\\"),
+        ("&", "&amp;"),
+        ("|", "\\|"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("](", "\\]("),
+        ("`", "\\`"),
+    ):
         text = text.replace(char, escaped)
     return text
 

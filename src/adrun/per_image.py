@@ -51,8 +51,11 @@ class TestScores(Callback):
             return
         scores = batch.pred_score.detach().float().cpu().flatten().tolist()
         labels = batch.gt_label.detach().int().cpu().flatten().tolist()
-        predicted = (batch.pred_label.detach().int().cpu().flatten().tolist() if batch.pred_label is not None
-                     else [None] * len(scores))
+        predicted = (
+            batch.pred_label.detach().int().cpu().flatten().tolist()
+            if batch.pred_label is not None
+            else [None] * len(scores)
+        )
         paths = list(batch.image_path) if batch.image_path is not None else [""] * len(scores)
         for path, label, score, pred in zip(paths, labels, scores, predicted, strict=True):
             self.rows.append({"image": self._name(path), "label": label, "score": score, "pred_label": pred})

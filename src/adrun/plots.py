@@ -101,7 +101,10 @@ def heatmap(table, path: Path, title: str) -> list[str]:
     height = 1.2 + row_height * (n_rows + (1 if mean is not None else 0))
     ratios = [max(n_rows, 1)] + ([1] if mean is not None else [])
     fig, axes = plt.subplots(
-        len(ratios), 1, figsize=(width, height), squeeze=False,
+        len(ratios),
+        1,
+        figsize=(width, height),
+        squeeze=False,
         gridspec_kw={"height_ratios": ratios, "hspace": 0.08 if mean is None else 0.25},
     )
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
@@ -117,11 +120,17 @@ def heatmap(table, path: Path, title: str) -> list[str]:
             printed.append(shown)
             # Dark text on the bright (yellow) end of viridis, white elsewhere.
             light = not np.isnan(value) and value > VMIN + 0.7 * (VMAX - VMIN)
-            ax.text(j, i, shown, ha="center", va="center", fontsize=9 if spread else 10,
-                    color="black" if light or np.isnan(value) else "white",
-                    fontweight="bold" if bold else "normal")
-        ax.set_yticks(range(len(part)), [str(i) for i in part.index],
-                      fontweight="bold" if bold else "normal")
+            ax.text(
+                j,
+                i,
+                shown,
+                ha="center",
+                va="center",
+                fontsize=9 if spread else 10,
+                color="black" if light or np.isnan(value) else "white",
+                fontweight="bold" if bold else "normal",
+            )
+        ax.set_yticks(range(len(part)), [str(i) for i in part.index], fontweight="bold" if bold else "normal")
         ax.set_xticks(range(len(part.columns)), [])
         ax.tick_params(length=0)
         for spine in ax.spines.values():

@@ -121,8 +121,12 @@ def environment() -> list[tuple[str, str]]:
     rows.append(("torch hub cache", str(checks.torch_hub_dir())))
     rows.append(("HF_HUB_OFFLINE", "1 (hub cache only)" if checks.hf_offline() else "unset"))
     probes = checks.reachable(*urls)
-    rows.append(("network", ", ".join(f"{urlsplit(u).hostname} {'reachable' if ok else 'unreachable'}"
-                                      for u, ok in probes.items())))
+    rows.append(
+        (
+            "network",
+            ", ".join(f"{urlsplit(u).hostname} {'reachable' if ok else 'unreachable'}" for u, ok in probes.items()),
+        )
+    )
     return rows
 
 

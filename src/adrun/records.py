@@ -136,8 +136,13 @@ def read_record_at(exp_dir: Path, folder: str) -> dict[str, Any] | None:
 
 
 def _order(record: dict) -> tuple:
-    return (record.get("index", 0), record.get("category_index", 0), record.get("category", ""),
-            record.get("seed") if isinstance(record.get("seed"), int) else 0, record.get("folder", ""))
+    return (
+        record.get("index", 0),
+        record.get("category_index", 0),
+        record.get("category", ""),
+        record.get("seed") if isinstance(record.get("seed"), int) else 0,
+        record.get("folder", ""),
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -153,8 +158,15 @@ def write_plan(exp_dir: Path, cells: list, smoke: bool = False) -> None:
         "adrun": __version__,
         "smoke": smoke,
         "cells": [
-            {"key": c.key, "label": c.label, "category": c.category, "seed": c.seed, "folder": c.folder,
-             "index": c.index, "category_index": c.category_index}
+            {
+                "key": c.key,
+                "label": c.label,
+                "category": c.category,
+                "seed": c.seed,
+                "folder": c.folder,
+                "index": c.index,
+                "category_index": c.category_index,
+            }
             for c in cells
         ],
     }

@@ -113,9 +113,7 @@ def run_name(cell: Cell) -> str:
 def tracked_params(cell: Cell) -> dict[str, Any]:
     """The resolved cell config, flat enough for a tracker's parameter table."""
     params = cell.model_dump(mode="json", exclude={"logger", "metrics"})
-    params["metrics"] = ", ".join(
-        m.name + "".join(f" {k}={v}" for k, v in m.settings().items()) for m in cell.metrics
-    )
+    params["metrics"] = ", ".join(m.name + "".join(f" {k}={v}" for k, v in m.settings().items()) for m in cell.metrics)
     params["key"] = cell.key
     return params
 
@@ -140,14 +138,17 @@ def build_logger(cell: Cell, exp_dir: Path):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (Path(exp_dir) / "mlruns").resolve().as_uri()
         logger = MLFlowLogger(
-            experiment_name=spec.experiment_name or cell.experiment, run_name=run_name(cell),
-            tracking_uri=uri, tags=dict(spec.tags) or None,
+            experiment_name=spec.experiment_name or cell.experiment,
+            run_name=run_name(cell),
+            tracking_uri=uri,
+            tags=dict(spec.tags) or None,
         )
     elif spec.name == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        logger = TensorBoardLogger(Path(exp_dir) / "logs" / "tensorboard", name=cell.label, version=version,
-                                   default_hp_metric=False)
+        logger = TensorBoardLogger(
+            Path(exp_dir) / "logs" / "tensorboard", name=cell.label, version=version, default_hp_metric=False
+        )
     else:
         from lightning.pytorch.loggers import CSVLogger
 
@@ -156,8 +157,9 @@ def build_logger(cell: Cell, exp_dir: Path):
     return logger
 
 
-def build_engine(cell: Cell, work_dir: Path, logger=False, devices: int | None = None,
-                 callbacks: list | tuple = ()) -> Engine:
+def build_engine(
+    cell: Cell, work_dir: Path, logger=False, devices: int | None = None, callbacks: list | tuple = ()
+) -> Engine:
     """The cell's Engine; ``logger`` from ``build_logger`` (only ``run_cell`` passes one)."""
     return Engine(
         default_root_dir=work_dir,

@@ -85,16 +85,20 @@ def metric_table(table, caption: str) -> str:
         cells = "".join(f'<td class="num">{esc(v)}</td>' for v in row)
         rows.append(f"<tr{cls}><th>{esc(name)}</th>{cells}</tr>")
     foot = "" if isinstance(table, pd.DataFrame) else f'<p class="meta">{esc(table.footer())}</p>'
-    return (f"<table><caption>{esc(caption)}</caption><thead><tr><th>category</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>{foot}")
+    return (
+        f"<table><caption>{esc(caption)}</caption><thead><tr><th>category</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>{foot}"
+    )
 
 
 def comparison_section(name: str, table: pd.DataFrame) -> str:
     from adrun import compare
 
     ref = compare.load(name)
-    parts = [f"<h3>Compared with <code>{esc(name)}</code></h3>",
-             '<div class="source">' + "<br>".join(esc(line) for line in ref.source) + "</div>"]
+    parts = [
+        f"<h3>Compared with <code>{esc(name)}</code></h3>",
+        '<div class="source">' + "<br>".join(esc(line) for line in ref.source) + "</div>",
+    ]
     for metric in dict.fromkeys(table.metric):
         view = compare.wide(table, metric, name)
         parts.append(f"<h4>{esc(metric)}</h4>")
@@ -110,7 +114,9 @@ def comparison_section(name: str, table: pd.DataFrame) -> str:
                         sign = " neg" if value.startswith("-") else " pos"
                     cells.append(f'<td class="num{sign}">{esc(value)}</td>')
                 rows.append(f"<tr{cls}><th>{esc(category)}</th>{''.join(cells)}</tr>")
-            parts.append(f"<table><thead><tr><th>category</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            parts.append(
+                f"<table><thead><tr><th>category</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            )
         items = [*compare.notes(table, metric, name), "mean: over the categories that have both values"]
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in items) + "</ul>")
     return "\n".join(parts)
@@ -149,9 +155,11 @@ def cell_section(exp_dir: Path, record: dict) -> str:
         folder = None
     status = record.get("status", "?")
     seed = record.get("seed")
-    parts = [f'<div class="cell" id="{esc(anchor(record))}"><h3>{esc(label)} / {esc(category)} '
-             f'<span class="meta">seed {esc(seed)}</span> '
-             f'<span class="status-{esc(status)}">({esc(status)})</span></h3>']
+    parts = [
+        f'<div class="cell" id="{esc(anchor(record))}"><h3>{esc(label)} / {esc(category)} '
+        f'<span class="meta">seed {esc(seed)}</span> '
+        f'<span class="status-{esc(status)}">({esc(status)})</span></h3>'
+    ]
     if record.get("error"):
         parts.append(f'<p class="error">{esc(record["error"])} (see {esc(where)}/log.txt)</p>')
     metrics = record.get("metrics") or {}
@@ -174,13 +182,20 @@ def cell_section(exp_dir: Path, record: dict) -> str:
         timings.append(("tested again", record["tested_at"]))
     parts.append("<h4>Timings</h4>" + _kv(timings))
     config = record.get("config") or {}
-    settings = [("seed", record.get("seed")), ("smoke", record.get("smoke")), ("key", record.get("key")),
-                ("data root", record.get("data_root")), ("checkpoint", record.get("checkpoint"))]
-    settings += _flat({"model": config.get("model", {}), "trainer": config.get("trainer", {}),
-                       "data": config.get("data", {})})
+    settings = [
+        ("seed", record.get("seed")),
+        ("smoke", record.get("smoke")),
+        ("key", record.get("key")),
+        ("data root", record.get("data_root")),
+        ("checkpoint", record.get("checkpoint")),
+    ]
+    settings += _flat(
+        {"model": config.get("model", {}), "trainer": config.get("trainer", {}), "data": config.get("data", {})}
+    )
     parts.append("<details><summary>Settings</summary>" + _kv(settings) + "</details>")
-    parts.append("<details><summary>Versions</summary>" + _kv(list((record.get("versions") or {}).items()))
-                 + "</details>")
+    parts.append(
+        "<details><summary>Versions</summary>" + _kv(list((record.get("versions") or {}).items())) + "</details>"
+    )
     parts.append("</div>")
     return "\n".join(parts)
 
@@ -193,14 +208,17 @@ def render(exp_dir: Path, tables) -> str:
     name = selection.experiment or exp_dir.name
     counts = pd.Series([r.get("status", "?") for r in records]).value_counts().to_dict() if records else {}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no cells yet"
-    body = [f"<h1>{esc(name)}</h1>",
-            f'<p class="meta">{esc(exp_dir)} · {plural(len(records), "cell")} ({esc(summary)}) · '
-            f"written {esc(now())} by adrun {esc(__version__)}</p>"]
+    body = [
+        f"<h1>{esc(name)}</h1>",
+        f'<p class="meta">{esc(exp_dir)} · {plural(len(records), "cell")} ({esc(summary)}) · '
+        f"written {esc(now())} by adrun {esc(__version__)}</p>",
+    ]
     if selection.left_out:
         body.append(f'<p class="meta">{esc(selection.summary())}</p>')
     if any(r.get("config", {}).get("data", {}).get("format") == "synthetic" for r in records):
-        body.append('<p class="meta">Synthetic data: the numbers check the pipeline, they say nothing '
-                    "about MVTec AD.</p>")
+        body.append(
+            '<p class="meta">Synthetic data: the numbers check the pipeline, they say nothing about MVTec AD.</p>'
+        )
     body.append("<h2>Tables</h2>")
     for stem, table in tables.metrics.items():
         body.append(metric_table(table, metric_title(table.metric)))
@@ -210,16 +228,25 @@ def render(exp_dir: Path, tables) -> str:
         body.append("<h2>Comparisons</h2>")
         body += [comparison_section(n, t) for n, t in tables.comparisons.items()]
     body.append("<h2>Cells</h2>")
-    body.append("<ul>" + "".join(
-        f'<li><a href="#{esc(anchor(r))}">{esc(r["label"])} / {esc(r["category"])} / seed {esc(r.get("seed"))}</a>'
-        f" ({esc(r.get('status'))})</li>" for r in records) + "</ul>")
+    body.append(
+        "<ul>"
+        + "".join(
+            f'<li><a href="#{esc(anchor(r))}">{esc(r["label"])} / {esc(r["category"])} / seed {esc(r.get("seed"))}</a>'
+            f" ({esc(r.get('status'))})</li>"
+            for r in records
+        )
+        + "</ul>"
+    )
     body += [cell_section(exp_dir, r) for r in records]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            # No favicon request: nothing on this page may reach outside the file.
-            '<link rel="icon" href="data:,">'
-            f"<title>{esc(name)}: adrun report</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # No favicon request: nothing on this page may reach outside the file.
+        '<link rel="icon" href="data:,">'
+        f"<title>{esc(name)}: adrun report</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def write_report(exp_dir: Path, tables) -> Path:

@@ -29,8 +29,18 @@ CHECKPOINT = "model.ckpt"
 LOG = "log.txt"
 # Loggers whose INFO chatter ("GPU available", tips, hub retries) belongs in log.txt, not the terminal.
 NOISY = (
-    "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
-    "lightning_utilities", "torchmetrics", "huggingface_hub", "anomalib", "timm", "py.warnings", "adrun",
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "torchmetrics",
+    "huggingface_hub",
+    "anomalib",
+    "timm",
+    "py.warnings",
+    "adrun",
     "mlflow",
 )
 
@@ -142,8 +152,16 @@ def _metric_settings(cell: Cell) -> dict[str, dict[str, Any]]:
     return {m.name: {**registry.metric_settings(m), "anomalib": anomalib} for m in cell.metrics}
 
 
-def _build(cell: Cell, root: Path, exp_dir: Path, folder: Path, *, track: bool = False,
-           devices: int | None = None, callbacks: list | tuple = ()):
+def _build(
+    cell: Cell,
+    root: Path,
+    exp_dir: Path,
+    folder: Path,
+    *,
+    track: bool = False,
+    devices: int | None = None,
+    callbacks: list | tuple = (),
+):
     from adrun import registry
 
     datamodule = registry.build_datamodule(cell, root)
@@ -232,7 +250,10 @@ def _track_timing(engine, cost: dict[str, Any]) -> None:
 
 
 def run_cell(
-    cell: Cell, root: Path, exp_dir: Path, sink: Callable[[Path, dict[str, Any]], None] = write_record,
+    cell: Cell,
+    root: Path,
+    exp_dir: Path,
+    sink: Callable[[Path, dict[str, Any]], None] = write_record,
     devices: int | None = None,
 ) -> dict[str, Any]:
     """Fit and test one cell; write and return its record. Failures are recorded, then re-raised.
@@ -257,8 +278,9 @@ def run_cell(
 
             seed_everything(cell.seed, workers=True, verbose=False)
             scores = TestScores(root)
-            datamodule, model, engine = _build(cell, root, exp_dir, folder, track=True, devices=devices,
-                                               callbacks=[scores])
+            datamodule, model, engine = _build(
+                cell, root, exp_dir, folder, track=True, devices=devices, callbacks=[scores]
+            )
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
@@ -375,8 +397,11 @@ def read_checkpoint(ckpt: Path, model_name: str) -> dict[str, Any]:
         raise RunError(f"{ckpt}: refused: {what}, and adrun never unpickles code from a file; {fix}") from None
     except RuntimeError as exc:
         text = str(exc)
-        reason = ("not a torch checkpoint (zip format)" if "mmap can only be used" in text
-                  else "truncated or corrupt (" + text.split(". ")[0].strip() + ")")
+        reason = (
+            "not a torch checkpoint (zip format)"
+            if "mmap can only be used" in text
+            else "truncated or corrupt (" + text.split(". ")[0].strip() + ")"
+        )
         raise RunError(f"{ckpt}: {reason}; {fix}") from None
     except (EOFError, OSError, ValueError) as exc:
         raise RunError(f"{ckpt}: unreadable ({one_line(exc)}); {fix}") from None
@@ -407,7 +432,7 @@ def exp_dir_of(run: Path) -> Path:
     run = Path(run).absolute()
     try:
         folder = Path(json.loads((run / RECORD).read_text(encoding="utf-8"))["folder"])
-        if len(folder.parts) <= len(run.parts) and Path(*run.parts[-len(folder.parts):]) == folder:
+        if len(folder.parts) <= len(run.parts) and Path(*run.parts[-len(folder.parts) :]) == folder:
             return run.parents[len(folder.parts) - 1]
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -438,8 +463,10 @@ def test_run(run: Path) -> dict[str, Any]:
     record["seconds"]["test"] = round(test_s, 3)
     # The fit's figures (fit_s, peak memory) stay; the test figures are this test's.
     fresh = timing(0.0, test_s, n_test, {})
-    record["timing"] = {**record.get("timing", {}), **{k: fresh[k] for k in ("test_s", "test_images",
-                                                                            "test_ms_per_image", "images_per_s")}}
+    record["timing"] = {
+        **record.get("timing", {}),
+        **{k: fresh[k] for k in ("test_s", "test_images", "test_ms_per_image", "images_per_s")},
+    }
     note_samples(record, grid)
     record["tested_at"] = now()
     write_record(run, record)
@@ -465,12 +492,16 @@ def predict_inputs(source: Path) -> list[Path]:
     if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*")):
         raise AdrunError(f"{source}: no images here ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if source.is_file() and source.suffix.lower() not in IMAGE_SUFFIXES:
-        raise AdrunError(f"{source}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}); pass an image or "
-                         "a folder of images")
+        raise AdrunError(
+            f"{source}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}); pass an image or a folder of images"
+        )
     from adrun.data import unreadable
 
-    images = [source] if source.is_file() else sorted(p for p in source.rglob("*")
-                                                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = (
+        [source]
+        if source.is_file()
+        else sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    )
     bad = [(p, why) for p in images if (why := unreadable(p))]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -478,8 +509,14 @@ def predict_inputs(source: Path) -> list[Path]:
     return images
 
 
-def predict(run: Path, source: Path, out: Path | None = None, threshold: float | None = None,
-            batch_size: int | None = None, masks: bool = False) -> Predictions:
+def predict(
+    run: Path,
+    source: Path,
+    out: Path | None = None,
+    threshold: float | None = None,
+    batch_size: int | None = None,
+    masks: bool = False,
+) -> Predictions:
     """Score an image or a folder; write ``scores.csv``, an overlay per image and, with ``masks``, a mask per image.
 
     Outputs mirror the input's folders: ``<out>/<relative folder>/<stem>_anomaly.png``
@@ -502,8 +539,9 @@ def predict(run: Path, source: Path, out: Path | None = None, threshold: float |
         model = registry.build_model(cell, exp_dir_of(run))
         engine = registry.build_engine(cell, out / "anomalib")
         dataset = PredictDataset(source)
-        loader = DataLoader(dataset, batch_size=batch_size or cell.eval_batch_size, shuffle=False,
-                            collate_fn=dataset.collate_fn)
+        loader = DataLoader(
+            dataset, batch_size=batch_size or cell.eval_batch_size, shuffle=False, collate_fn=dataset.collate_fn
+        )
         batches: Any = engine.predict(model=model, dataloaders=loader, ckpt_path=ckpt, return_predictions=True)
     from adrun.samples import thresholds
 
@@ -522,9 +560,12 @@ def predict(run: Path, source: Path, out: Path | None = None, threshold: float |
             overlay = out / rel.parent / f"{rel.stem}_anomaly.png"
             overlay.parent.mkdir(parents=True, exist_ok=True)
             write_overlay(image, batch.anomaly_map[i], overlay)
-            row = {"path": str(path), "image_score": score,
-                   "pred_label": None if image_t is None else score > image_t,
-                   "overlay": overlay.relative_to(out).as_posix()}
+            row = {
+                "path": str(path),
+                "image_score": score,
+                "pred_label": None if image_t is None else score > image_t,
+                "overlay": overlay.relative_to(out).as_posix(),
+            }
             if masks:
                 mask = out / rel.parent / f"{rel.stem}_mask.png"
                 amap = batch.anomaly_map[i].detach().float().cpu()

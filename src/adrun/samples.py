@@ -71,8 +71,9 @@ def predict_samples(engine, model, datamodule, cell) -> list[dict]:
     dataset.samples = picked
     # Masks from the samples table: good images have none (the batch would hold placeholders).
     masks = {
-        str(row.image_path): str(row.mask_path) if row.label_index != 0 and isinstance(row.mask_path, str)
-        and row.mask_path else None
+        str(row.image_path): str(row.mask_path)
+        if row.label_index != 0 and isinstance(row.mask_path, str) and row.mask_path
+        else None
         for row in picked.itertuples()
     }
     loader = DataLoader(dataset, batch_size=cell.eval_batch_size, shuffle=False, collate_fn=dataset.collate_fn)
@@ -83,16 +84,18 @@ def predict_samples(engine, model, datamodule, cell) -> list[dict]:
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
             amap = batch.anomaly_map[i].detach().float().cpu().numpy().squeeze()
-            items.append({
-                "image_path": str(path),
-                "mask_path": masks.get(str(path)),
-                "kind": Path(path).parent.name,
-                "score": score,
-                # anomalib's own rule (score > threshold); no threshold, no verdict.
-                "anomalous": None if image_t is None else score > image_t,
-                "anomaly_map": amap,
-                "pred_mask": None if pixel_t is None else amap > pixel_t,
-            })
+            items.append(
+                {
+                    "image_path": str(path),
+                    "mask_path": masks.get(str(path)),
+                    "kind": Path(path).parent.name,
+                    "score": score,
+                    # anomalib's own rule (score > threshold); no threshold, no verdict.
+                    "anomalous": None if image_t is None else score > image_t,
+                    "anomaly_map": amap,
+                    "pred_mask": None if pixel_t is None else amap > pixel_t,
+                }
+            )
     # The dataset sorts its samples by path; show them in picking order (good first).
     order = {path: i for i, path in enumerate(map(str, picked.image_path))}
     return sorted(items, key=lambda item: order.get(item["image_path"], len(order)))
@@ -125,8 +128,15 @@ def map_scale(items: list[dict], normalized: bool) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
-def render(items: list[dict], target: Path, title: str = "", fraction: float = 1.0,
-           scale: tuple[float, float] = (0.0, 1.0), pixel_threshold: float | None = 0.5, note: str = "") -> None:
+def render(
+    items: list[dict],
+    target: Path,
+    title: str = "",
+    fraction: float = 1.0,
+    scale: tuple[float, float] = (0.0, 1.0),
+    pixel_threshold: float | None = 0.5,
+    note: str = "",
+) -> None:
     """One column per image; rows: image, ground-truth outline, anomaly map on ``scale``, predicted mask.
 
     The anomaly-map row has a colour bar in the maps' real units with the pixel threshold
@@ -157,13 +167,17 @@ def render(items: list[dict], target: Path, title: str = "", fraction: float = 1
             column[3].imshow(np.asarray(item["pred_mask"], dtype=float), cmap="gray", vmin=0, vmax=1)
         else:
             column[3].set_facecolor("#eeeeee")
-            column[3].text(0.5, 0.5, "no threshold", ha="center", va="center", fontsize=8,
-                           transform=column[3].transAxes)
+            column[3].text(
+                0.5, 0.5, "no threshold", ha="center", va="center", fontsize=8, transform=column[3].transAxes
+            )
         if truth.any():
             column[3].contour(truth, levels=[0.5], colors=["#00ff66"], linewidths=1.0)
         verdict = "" if item["anomalous"] is None else (" (anomalous)" if item["anomalous"] else " (normal)")
-        column[0].set_title(f"{item['kind']}/{Path(item['image_path']).stem}\nscore {item['score']:.2f}{verdict}",
-                            fontsize=8, color="#b00020" if item["anomalous"] else "black")
+        column[0].set_title(
+            f"{item['kind']}/{Path(item['image_path']).stem}\nscore {item['score']:.2f}{verdict}",
+            fontsize=8,
+            color="#b00020" if item["anomalous"] else "black",
+        )
     for i, name in enumerate(ROWS):
         axes[i, 0].set_ylabel(name, fontsize=9)
     for ax in axes.ravel():
@@ -199,8 +213,11 @@ def describe(cell, normalized: bool, scale: tuple[float, float], pixel_threshold
     else:
         lo, hi = scale
         how = f"anomaly map in raw units, {lo:.3g} (blue) to {hi:.3g} (red); "
-        how += (f"mask: map > {pixel_threshold:.3g} (the cell's threshold)" if pixel_threshold is not None
-                else "no threshold (the fit stopped before validating), so no mask or verdict")
+        how += (
+            f"mask: map > {pixel_threshold:.3g} (the cell's threshold)"
+            if pixel_threshold is not None
+            else "no threshold (the fit stopped before validating), so no mask or verdict"
+        )
     title = f"{cell.label} / {cell.category}: green outline = ground truth\n{how}"
     from adrun.models import spec_of
 
@@ -215,6 +232,7 @@ def write_samples(engine, model, datamodule, cell, target: Path) -> Path:
     normalized, _, pixel_t = thresholds(model)
     scale = map_scale(items, normalized)
     title, note = describe(cell, normalized, scale, pixel_t)
-    render(items, Path(target), title=title, fraction=crop_fraction(cell), scale=scale, pixel_threshold=pixel_t,
-           note=note)
+    render(
+        items, Path(target), title=title, fraction=crop_fraction(cell), scale=scale, pixel_threshold=pixel_t, note=note
+    )
     return Path(target)

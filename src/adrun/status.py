@@ -77,8 +77,19 @@ def states(exp_dir: Path, cells=None) -> tuple[list[CellState], str | None]:
                 state = "not in config" if against == "config" else "not in plan"
             elif wanted[where] != record.get("key"):
                 state = "stale"
-        out.append(CellState(str(where[0]), str(where[1]), where[2], state, record.get("key"),
-                             record.get("started_at"), record.get("finished_at"), _span(record), record.get("error")))
+        out.append(
+            CellState(
+                str(where[0]),
+                str(where[1]),
+                where[2],
+                state,
+                record.get("key"),
+                record.get("started_at"),
+                record.get("finished_at"),
+                _span(record),
+                record.get("error"),
+            )
+        )
     if cells is not None:
         for cell in cells:
             if (cell.label, cell.category, cell.seed) not in seen:

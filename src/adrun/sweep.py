@@ -61,8 +61,9 @@ class Outcome:
     tables: Tables | None = None  # what the refresh after the run wrote
 
 
-def plan(experiment: Experiment, smoke: bool = False, only: list[str] | None = None,
-         verify_images: bool = False) -> Plan:
+def plan(
+    experiment: Experiment, smoke: bool = False, only: list[str] | None = None, verify_images: bool = False
+) -> Plan:
     """Resolve data, expand cells, check every cell (data, weights, teacher) before any runs.
 
     ``verify_images`` decodes every image in full; by default only their headers are read.
@@ -122,8 +123,9 @@ def _with_model_problems(experiment: Experiment, data_problems: str, smoke: bool
         cells = select(cells, only)
     except AdrunError:
         return lines
-    reports = preflight.check_cells(cells, data.dataset_root(experiment.data, experiment_dir(experiment, smoke)),
-                                    experiment._source)
+    reports = preflight.check_cells(
+        cells, data.dataset_root(experiment.data, experiment_dir(experiment, smoke)), experiment._source
+    )
     models = [p for r in reports for name, c in r.checks.items() if name != "dataset" for p in c.problems]
     return list(dict.fromkeys([*lines, *models]))
 
@@ -135,13 +137,15 @@ def _check_output(exp_dir: Path, root: Path) -> None:
         raise ConfigError(f"output {exp_dir} is inside the dataset root {root}; set output: to a folder outside it")
     for folder in (exp_dir, *exp_dir.parents):
         if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"output {exp_dir}: {folder} is a file, not a folder; set output: (or --output) "
-                              "to a folder")
+            raise ConfigError(
+                f"output {exp_dir}: {folder} is a file, not a folder; set output: (or --output) to a folder"
+            )
 
 
 @contextlib.contextmanager
-def locked(experiment: Experiment, smoke: bool = False, wait: bool = False,
-           on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+def locked(
+    experiment: Experiment, smoke: bool = False, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[Path]:
     """Hold ``<exp_dir>/.adrun.lock`` while a sweep runs: one sweep per experiment folder.
 
     A second sweep gets a ``ConfigError`` naming the holder (or, with ``wait``, blocks
@@ -156,16 +160,20 @@ def locked(experiment: Experiment, smoke: bool = False, wait: bool = False,
         exp_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise ConfigError(f"output {exp_dir}: cannot write there ({exc.strerror or exc}); set output: "
-                          "(or --output) to a folder you can write") from None
+        raise ConfigError(
+            f"output {exp_dir}: cannot write there ({exc.strerror or exc}); set output: "
+            "(or --output) to a folder you can write"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(path)
             if not wait:
-                raise ConfigError(f"{exp_dir}: another adrun sweep ({holder}) is running on this experiment folder; "
-                                  "wait for it to finish, or pass --wait to start when it does") from None
+                raise ConfigError(
+                    f"{exp_dir}: another adrun sweep ({holder}) is running on this experiment folder; "
+                    "wait for it to finish, or pass --wait to start when it does"
+                ) from None
             if on_wait:
                 on_wait(holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -215,8 +223,9 @@ def _wall_seconds(record: dict[str, Any]) -> float | None:
     from datetime import datetime
 
     try:
-        return (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
-                ).total_seconds()
+        return (
+            datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
+        ).total_seconds()
     except (KeyError, TypeError, ValueError):
         total = (record.get("seconds") or {}).get("total")
         return float(total) if isinstance(total, int | float) else None

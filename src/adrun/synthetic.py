@@ -160,9 +160,11 @@ def refusal(out: Path) -> str | None:
     if out.exists() and not out.is_dir():
         return f"{out} is a file; pass a new or empty folder for the synthetic dataset"
     if out.is_dir() and any(out.iterdir()):
-        return (f"{out} holds files adrun did not write (it has no {MARKER}); the synthetic generator writes only "
-                "into a new or empty folder, never over a real dataset: pass another folder, or read this one with "
-                "data.format: mvtec (or folder); if an older adrun generated it, delete it and run again")
+        return (
+            f"{out} holds files adrun did not write (it has no {MARKER}); the synthetic generator writes only "
+            "into a new or empty folder, never over a real dataset: pass another folder, or read this one with "
+            "data.format: mvtec (or folder); if an older adrun generated it, delete it and run again"
+        )
     return None
 
 
@@ -377,8 +379,7 @@ def _blob_region(rng: np.random.Generator, size: int, radius: float, roughness: 
     yy, xx = np.mgrid[0:size, 0:size]
     theta = np.arctan2(yy - cy, xx - cx)
     wobble = sum(
-        rng.uniform(-roughness, roughness) / k * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
-        for k in range(2, 6)
+        rng.uniform(-roughness, roughness) / k * np.cos(k * theta + rng.uniform(0, 2 * math.pi)) for k in range(2, 6)
     )
     return np.hypot(xx - cx, yy - cy) <= radius * (1.0 + wobble)
 

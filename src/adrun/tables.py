@@ -57,8 +57,10 @@ class Selection:
             return None
         why = ", ".join(f"{n} {reason}" for reason, n in self.reasons().items())
         n = len(self.left_out)
-        return (f"{n} record{'s' if n != 1 else ''} on disk left out of the tables ({why}): not cells of "
-                "this config; `adrun table DIR --all` lists every record")
+        return (
+            f"{n} record{'s' if n != 1 else ''} on disk left out of the tables ({why}): not cells of "
+            "this config; `adrun table DIR --all` lists every record"
+        )
 
     @property
     def categories(self) -> list[str]:
@@ -161,21 +163,32 @@ class MetricTable:
 
     def footer(self) -> str:
         n = self.usual_n()
-        missing = (f" {NOT_AVAILABLE}: the run succeeded but gives no {metric_title(self.metric)} "
-                   "(an image-only model, or data without masks).") if self.unavailable else ""
+        missing = (
+            (
+                f" {NOT_AVAILABLE}: the run succeeded but gives no {metric_title(self.metric)} "
+                "(an image-only model, or data without masks)."
+            )
+            if self.unavailable
+            else ""
+        )
         if not n:
-            return ("No finished cell yet." if not missing else "No value in any cell." + missing)
+            return "No finished cell yet." if not missing else "No value in any cell." + missing
         seeds = ", ".join(map(str, self.seeds))
         if len(self.seeds) <= 1:
-            return (f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
-                    + missing)
-        return (f"Mean ± std over seeds {seeds} (n = {n} per cell unless marked); "
-                "the mean row averages the per-category means." + missing)
+            return (
+                f"One run per cell (seed {seeds}): no spread; give several seeds (`seeds: [0, 1, 2]`) for one."
+                + missing
+            )
+        return (
+            f"Mean ± std over seeds {seeds} (n = {n} per cell unless marked); "
+            "the mean row averages the per-category means." + missing
+        )
 
     def strings(self) -> pd.DataFrame:
         """The table as display strings, same shape as ``mean``."""
-        return pd.DataFrame({c: [self.text(i, c) for i in self.mean.index] for c in self.mean.columns},
-                            index=self.mean.index)
+        return pd.DataFrame(
+            {c: [self.text(i, c) for i in self.mean.index] for c in self.mean.columns}, index=self.mean.index
+        )
 
 
 def metric_table(selection: Selection, metric: str) -> MetricTable:
@@ -206,8 +219,11 @@ def metric_table(selection: Selection, metric: str) -> MetricTable:
     seeds = sorted({r["seed"] for r in records if isinstance(r.get("seed"), int)})
     if selection.plan:
         seeds = sorted({c["seed"] for c in selection.plan["cells"]})
-    without = {(r["category"], r["label"]) for r in selection.records
-               if r.get("status") == "success" and metric not in (r.get("metrics") or {})} - set(values)
+    without = {
+        (r["category"], r["label"])
+        for r in selection.records
+        if r.get("status") == "success" and metric not in (r.get("metrics") or {})
+    } - set(values)
     for label in labels:  # the mean of a model that has the metric in no category
         if categories and all((c, label) in without for c in categories):
             without.add(("mean", label))
@@ -221,16 +237,19 @@ def wide(records: list[dict], metric: str) -> pd.DataFrame:
 
 def metrics_of(selection: Selection) -> list[str]:
     """Every metric key among the shown records: pixel and image AUROC first, then as they come."""
-    found = [m for r in selection.records if r.get("status") == "success"
-             for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})]]
+    found = [
+        m
+        for r in selection.records
+        if r.get("status") == "success"
+        for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})]
+    ]
     return list(dict.fromkeys([*FIRST, *found]))
 
 
 def long_metrics(records: list[dict]) -> pd.DataFrame:
     """Every value of every shown record: one row per model, category, seed and metric."""
     rows = [
-        {"model": r["label"], "category": r["category"], "seed": r.get("seed"), "metric": metric,
-         "value": float(value)}
+        {"model": r["label"], "category": r["category"], "seed": r.get("seed"), "metric": metric, "value": float(value)}
         for r in records
         if r.get("status") == "success"
         for metric, value in (r.get("metrics") or {}).items()
@@ -242,8 +261,10 @@ def to_csv(table: MetricTable) -> str:
     """Wide CSV: per model label its mean, then ``<label> std`` and ``<label> n``."""
     out = pd.DataFrame(index=table.mean.index)
     for label in table.mean.columns:
-        out[label] = [f"{v:.6f}" if not pd.isna(v) else NOT_AVAILABLE if (c, label) in table.unavailable else ""
-                      for c, v in table.mean[label].items()]
+        out[label] = [
+            f"{v:.6f}" if not pd.isna(v) else NOT_AVAILABLE if (c, label) in table.unavailable else ""
+            for c, v in table.mean[label].items()
+        ]
         out[f"{label} std"] = table.std[label]
         out[f"{label} n"] = table.n[label]
     return out.to_csv(float_format="%.6f")
@@ -254,8 +275,10 @@ def to_csv(table: MetricTable) -> str:
 
 def markdown_table(header: list[str], rows: list[list[str]], bold_last: str | None = "mean") -> list[str]:
     """Lines of a Markdown table; the first column is the row name (escaped), ``bold_last`` set in bold."""
-    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(md_escape(h) for h in header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     for name, *cells in rows:
         label = f"**{name}**" if name == bold_last else md_escape(name)
         lines.append("| " + " | ".join([label, *cells]) + " |")
@@ -276,16 +299,23 @@ def to_markdown(table: MetricTable | pd.DataFrame, digits: int = 3) -> str:
 
 
 TIMING = {  # record["timing"] key -> timing table column
-    "fit_s": "fit s", "test_ms_per_image": "test ms/image", "images_per_s": "images/s",
-    "peak_rss_mb": "peak RSS MB", "cuda_peak_mb": "CUDA peak MB",
+    "fit_s": "fit s",
+    "test_ms_per_image": "test ms/image",
+    "images_per_s": "images/s",
+    "peak_rss_mb": "peak RSS MB",
+    "cuda_peak_mb": "CUDA peak MB",
 }
 
 
 def write_timing(exp_dir: Path, records: list[dict]) -> pd.DataFrame:
     """``timing.{csv,md}``: one row per successful cell with its cost figures (record["timing"])."""
     rows = [
-        {"model": r["label"], "category": r["category"], "seed": r.get("seed"),
-         **{column: r.get("timing", {}).get(key) for key, column in TIMING.items()}}
+        {
+            "model": r["label"],
+            "category": r["category"],
+            "seed": r.get("seed"),
+            **{column: r.get("timing", {}).get(key) for key, column in TIMING.items()},
+        }
         for r in records
         if r.get("status") == "success"
     ]
@@ -294,8 +324,10 @@ def write_timing(exp_dir: Path, records: list[dict]) -> pd.DataFrame:
         table = table.drop(columns="CUDA peak MB")  # a CPU run has none
     atomic_write_text(exp_dir / "timing.csv", table.to_csv(index=False))
     header = "| " + " | ".join(table.columns) + " |\n|" + "|".join(["---"] * 3 + ["---:"] * (len(table.columns) - 3))
-    body = ["| " + " | ".join("–" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in table.itertuples(index=False)]
+    body = [
+        "| " + " | ".join("–" if pd.isna(v) else f"{v:g}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in table.itertuples(index=False)
+    ]
     atomic_write_text(exp_dir / "timing.md", "\n".join([header + "|", *body]) + "\n")
     return table
 
@@ -333,15 +365,19 @@ def all_records(exp_dir: Path) -> pd.DataFrame:
     settings = [settings_of(r) for r in records]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     differing = [k for k in keys if len({s.get(k, "–") for s in settings}) > 1]
-    metrics = list(dict.fromkeys(m for r in records
-                                 for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})]))
+    metrics = list(
+        dict.fromkeys(m for r in records for m in [*(r.get("metrics") or {}), *(r.get("unavailable") or {})])
+    )
     rows = []
     for r, s in zip(records, settings, strict=True):
-        row = {"label": r.get("label"), "category": r.get("category"), "seed": r.get("seed"),
-               "status": r.get("status")}
+        row = {"label": r.get("label"), "category": r.get("category"), "seed": r.get("seed"), "status": r.get("status")}
         row.update({k: s.get(k, "–") for k in differing})
-        row.update({m: (r.get("metrics") or {}).get(m, NOT_AVAILABLE if m in (r.get("unavailable") or {}) else math.nan)
-                    for m in metrics})
+        row.update(
+            {
+                m: (r.get("metrics") or {}).get(m, NOT_AVAILABLE if m in (r.get("unavailable") or {}) else math.nan)
+                for m in metrics
+            }
+        )
         row["folder"] = r["folder"]
         rows.append(row)
     return pd.DataFrame(rows, columns=["label", "category", "seed", "status", *differing, *metrics, "folder"])
@@ -350,8 +386,9 @@ def all_records(exp_dir: Path) -> pd.DataFrame:
 def all_markdown(frame: pd.DataFrame, experiment: str, digits: int = 3) -> str:
     rows = []
     for _, row in frame.iterrows():
-        rows.append([md_escape(v) if not isinstance(v, float) else ("–" if pd.isna(v) else f"{v:.{digits}f}")
-                     for v in row])
+        rows.append(
+            [md_escape(v) if not isinstance(v, float) else ("–" if pd.isna(v) else f"{v:.{digits}f}") for v in row]
+        )
     lines = [f"# Every record: {md_escape(experiment)}", ""]
     if len(frame.columns):
         lines += markdown_table(list(frame.columns), rows, bold_last=None)

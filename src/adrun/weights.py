@@ -19,8 +19,13 @@ SUFFIXES = (".pth", ".pt", ".safetensors")
 WRAPPERS = ("state_dict", "model", "module")
 # Key prefixes from DataParallel and from anomalib's own modules (a model checkpoint's
 # feature extractor, or a saved TimmFeatureExtractor), stripped when all keys have one.
-PREFIXES = ("module.", "model.feature_extractor.feature_extractor.", "feature_extractor.feature_extractor.",
-            "feature_extractor.", "model.")
+PREFIXES = (
+    "module.",
+    "model.feature_extractor.feature_extractor.",
+    "feature_extractor.feature_extractor.",
+    "feature_extractor.",
+    "model.",
+)
 
 
 def read_state_dict(path: Path, what: str = "weights file") -> dict[str, Any]:
@@ -58,7 +63,7 @@ def _unwrap(state: Any, path: Path, what: str) -> dict[str, Any]:
     state = dict(state)
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -69,6 +74,7 @@ def _first_line(exc: BaseException) -> str:
 
 def state_diff(state: Mapping[str, Any], expected: Mapping[str, Any], optional: tuple[str, ...] = ()) -> list[str]:
     """What keeps ``state`` from loading into a module with ``expected`` (name -> tensor) entries."""
+
     def is_optional(key: str) -> bool:
         return any(key == o or key.startswith(o + ".") for o in optional)
 
@@ -76,7 +82,8 @@ def state_diff(state: Mapping[str, Any], expected: Mapping[str, Any], optional: 
     unexpected = [k for k in state if k not in expected and not is_optional(k)]
     shapes = [
         f"{k} (file {list(state[k].shape)}, model {list(expected[k].shape)})"
-        for k in expected if k in state and not is_optional(k) and tuple(state[k].shape) != tuple(expected[k].shape)
+        for k in expected
+        if k in state and not is_optional(k) and tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     parts = []
     if missing:
@@ -160,7 +167,11 @@ def load_backbone(extractor, backbone: str, path: Path) -> None:
         if key not in state or tuple(state[key].shape) != tuple(value.shape):
             state[key] = torch.zeros(value.shape, dtype=value.dtype)
     net = timm.create_model(
-        backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": state},
-        features_only=True, exportable=True, out_indices=list(extractor.idx),
+        backbone,
+        pretrained=True,
+        pretrained_cfg_overlay={"state_dict": state},
+        features_only=True,
+        exportable=True,
+        out_indices=list(extractor.idx),
     )
     extractor.feature_extractor = net

@@ -53,16 +53,20 @@ def gpus(cells: Sequence[Cell], visible: str | None = None) -> list[str]:
     lists = {str(c.trainer.devices): c for c in cells if isinstance(c.trainer.devices, list)}
     if len(lists) > 1:
         named = ", ".join(f"{c.label}: {k}" for k, c in lists.items())
-        raise ConfigError(f"trainer.devices: the models name different GPU lists ({named}); with --jobs every "
-                          "model must name the same list, or run them in separate sweeps")
+        raise ConfigError(
+            f"trainer.devices: the models name different GPU lists ({named}); with --jobs every "
+            "model must name the same list, or run them in separate sweeps"
+        )
     if lists:
         indices: list[int] = next(iter(lists.values())).trainer.devices  # type: ignore[assignment]
         if seen is None:
             return [str(i) for i in indices]
         if max(indices) >= len(seen):
             shows = f"{len(seen)} GPU(s), indices 0 to {len(seen) - 1}" if seen else "no GPU"
-            raise ConfigError(f"trainer.devices {indices}: CUDA_VISIBLE_DEVICES={visible} shows {shows}; "
-                              "name those, or unset CUDA_VISIBLE_DEVICES")
+            raise ConfigError(
+                f"trainer.devices {indices}: CUDA_VISIBLE_DEVICES={visible} shows {shows}; "
+                "name those, or unset CUDA_VISIBLE_DEVICES"
+            )
         return [seen[i] for i in indices]
     if seen is not None:
         return seen
@@ -163,10 +167,22 @@ class _Pool:
         try:
             # Own session: a terminal Ctrl-C reaches the sweep, which forwards exactly one.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "adrun.backends.worker", str(task_r), str(result_w), str(self.threads),
-                 "1" if gpu is not None else "0"],
-                env=env, pass_fds=(task_r, result_w), start_new_session=True, preexec_fn=_die_with_parent,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "adrun.backends.worker",
+                    str(task_r),
+                    str(result_w),
+                    str(self.threads),
+                    "1" if gpu is not None else "0",
+                ],
+                env=env,
+                pass_fds=(task_r, result_w),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         except BaseException:
             os.close(task_w)
@@ -175,8 +191,9 @@ class _Pool:
         finally:
             os.close(task_r)
             os.close(result_w)
-        worker = _Worker(slot, proc, os.fdopen(task_w, "w", encoding="utf-8"),
-                         os.fdopen(result_r, "r", encoding="utf-8"), gpu)
+        worker = _Worker(
+            slot, proc, os.fdopen(task_w, "w", encoding="utf-8"), os.fdopen(result_r, "r", encoding="utf-8"), gpu
+        )
         self.workers[slot] = worker
         self.selector.register(worker.results, selectors.EVENT_READ, worker)
         return worker
@@ -236,10 +253,20 @@ class _Pool:
             left = {}  # from an earlier sweep: this worker never began the cell
         if left.get("status") not in (None, "running"):
             return left  # it finished the cell, then died before saying so
-        error, status = (("interrupted by the user", "interrupted") if self.user
-                         else (_exit_text(returncode, began=bool(left)), "failed"))
-        record = dead_record(cell, self.root, error, status=status, started_at=left.get("started_at"),
-                             pid=worker.proc.pid, cuda_visible_devices=worker.gpu)
+        error, status = (
+            ("interrupted by the user", "interrupted")
+            if self.user
+            else (_exit_text(returncode, began=bool(left)), "failed")
+        )
+        record = dead_record(
+            cell,
+            self.root,
+            error,
+            status=status,
+            started_at=left.get("started_at"),
+            pid=worker.proc.pid,
+            cuda_visible_devices=worker.gpu,
+        )
         write_record(folder, record)
         return record
 

@@ -87,8 +87,10 @@ class Cluster:
     def summary(self) -> str:
         cpus = sum(n.cpus for n in self.nodes)
         gpus = sum(n.gpus for n in self.nodes)
-        return (f"ray cluster {self.address}: {plural(len(self.nodes), 'node')}, {plural(cpus, 'CPU')}, "
-                f"{plural(gpus, 'GPU')}")
+        return (
+            f"ray cluster {self.address}: {plural(len(self.nodes), 'node')}, {plural(cpus, 'CPU')}, "
+            f"{plural(gpus, 'GPU')}"
+        )
 
 
 def alive_nodes() -> list[Node]:
@@ -116,9 +118,14 @@ def session(address: str | None = None) -> Iterator[Cluster]:
             if os.environ.get("ADRUN_DEBUG"):
                 sys.stderr.write("".join(held))  # Ray's own log lines of the failed connection
             text = str(exc).strip().splitlines()
-            token = "" if _driver_sends_token() else (
-                "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
-                "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too")
+            token = (
+                ""
+                if _driver_sends_token()
+                else (
+                    "; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token "
+                    "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too"
+                )
+            )
             raise ClusterError(
                 f"no Ray cluster at {address or 'auto'} ({text[0] if text else type(exc).__name__}); "
                 f"start one with `ray start --head` or pass --address HOST:PORT{token} (see {DOCS})"
@@ -128,8 +135,12 @@ def session(address: str | None = None) -> Iterator[Cluster]:
         dashboard = None
     try:
         gcs = ray.get_runtime_context().gcs_address
-        yield Cluster(gcs, f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
-                      alive_nodes(), auth_warning=_auth_warning(gcs) if opened else None)
+        yield Cluster(
+            gcs,
+            f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
+            alive_nodes(),
+            auth_warning=_auth_warning(gcs) if opened else None,
+        )
     finally:
         if opened:
             ray.shutdown()
@@ -181,15 +192,20 @@ def _auth_warning(address: str) -> str | None:
     ray = _ray()
     if _driver_sends_token():
         try:
-            task = ray.remote(head_auth_mode).options(num_cpus=0, max_retries=0,
-                                                      resources={"node:__internal_head__": 0.001})
+            task = ray.remote(head_auth_mode).options(
+                num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001}
+            )
             if ray.get(task.remote(), timeout=AUTH_CHECK_TIMEOUT_S) == "token":
                 return None
         except Exception as exc:  # noqa: BLE001 - only a warning hangs on it
-            return (f"could not ask the Ray head at {address} whether it checks tokens ({type(exc).__name__}); "
-                    f"make sure it was started with RAY_AUTH_MODE=token (see {DOCS})")
-    return (f"the Ray cluster at {address} runs without token authentication: anyone who can reach its port "
-            f"can run code there as its user; start every node with RAY_AUTH_MODE=token (see {DOCS})")
+            return (
+                f"could not ask the Ray head at {address} whether it checks tokens ({type(exc).__name__}); "
+                f"make sure it was started with RAY_AUTH_MODE=token (see {DOCS})"
+            )
+    return (
+        f"the Ray cluster at {address} runs without token authentication: anyone who can reach its port "
+        f"can run code there as its user; start every node with RAY_AUTH_MODE=token (see {DOCS})"
+    )
 
 
 def _reachable(address: str) -> None:
@@ -285,8 +301,9 @@ def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
     ip, node_id = _this_node()
     attempt = _note_attempt(run_dir(Path(exp_dir), cell.folder), ip, node_id)
     # ray.cancel (the user pressed Ctrl-C on the driver) arrives as KeyboardInterrupt: an interrupted record.
-    result = run_one(cell, Path(root), Path(exp_dir), sink=lambda folder, record: None,
-                     pinned_gpu=bool(assigned.get("GPU")))
+    result = run_one(
+        cell, Path(root), Path(exp_dir), sink=lambda folder, record: None, pinned_gpu=bool(assigned.get("GPU"))
+    )
     result.record.update(node=ip, attempts=attempt)
     return {"record": result.record, "abort": result.abort}
 
@@ -310,28 +327,35 @@ def preflight(cells: Sequence[Cell], root: Path, exp_dir: Path, nodes: list[Node
     try:
         refs = {
             check.options(
-                num_cpus=0, max_retries=0,
+                num_cpus=0,
+                max_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
             ).remote(str(root), categories, str(exp_dir), token): node
             for node in nodes
         }
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PREFLIGHT_TIMEOUT_S)
-        problems = [f"node {refs[ref].name}: did not answer the preflight check in {PREFLIGHT_TIMEOUT_S} s"
-                    for ref in late]
+        problems = [
+            f"node {refs[ref].name}: did not answer the preflight check in {PREFLIGHT_TIMEOUT_S} s" for ref in late
+        ]
         for ref in ready:
             node = refs[ref]
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 text = str(exc).strip().splitlines()
-                problems.append(f"node {node.name}: cannot run adrun there ({text[-1] if text else exc!r}); "
-                                f"install the driver's adrun with {INSTALL} on every node")
+                problems.append(
+                    f"node {node.name}: cannot run adrun there ({text[-1] if text else exc!r}); "
+                    f"install the driver's adrun with {INSTALL} on every node"
+                )
                 continue
             if result["adrun"] != __version__:
-                problems.append(f"node {node.name}: adrun {result['adrun']} there, {__version__} on the driver; "
-                                "install the same version on every node")
-            problems += [f"node {node.name}: {p}; every node must see the same paths (see {DOCS})"
-                         for p in result["problems"]]
+                problems.append(
+                    f"node {node.name}: adrun {result['adrun']} there, {__version__} on the driver; "
+                    "install the same version on every node"
+                )
+            problems += [
+                f"node {node.name}: {p}; every node must see the same paths (see {DOCS})" for p in result["problems"]
+            ]
     finally:
         (exp_dir / token).unlink(missing_ok=True)
     if problems:
@@ -353,8 +377,9 @@ def _running_record(cell: Cell, root: Path, first: dict[str, Any]) -> Record:
     from adrun.run import base_record
 
     record = base_record(cell, root)
-    record.update(started_at=first["started_at"], node=first["node"], attempts=1, pid=first["pid"],
-                  cuda_visible_devices=None)
+    record.update(
+        started_at=first["started_at"], node=first["node"], attempts=1, pid=first["pid"], cuda_visible_devices=None
+    )
     return record
 
 
@@ -423,8 +448,15 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
                     cancelled = stop["user"] or isinstance(exc, ray.exceptions.TaskCancelledError)
                     if cancelled and not attempts:
                         continue  # cancelled before it started: like a local cell after the stop, no record
-                    first = {"started_at": attempts[0]["started_at"], "node": attempts[-1]["node"],
-                             "attempts": len(attempts)} if attempts else {}
+                    first = (
+                        {
+                            "started_at": attempts[0]["started_at"],
+                            "node": attempts[-1]["node"],
+                            "attempts": len(attempts),
+                        }
+                        if attempts
+                        else {}
+                    )
                     if cancelled:
                         why = "interrupted by the user" if stop["user"] else CANCELLED
                         record = dead_record(cell, root, why, status="interrupted", **first)
@@ -441,8 +473,17 @@ def _schedule(todo: list[Cell], root: Path, exp_dir: Path, opts: dict, report: R
                         record["error"] = CANCELLED  # the task saw ray.cancel as a Ctrl-C
                 write_record(run_dir(exp_dir, cell.folder), record)
                 number = order.setdefault(name(cell), len(order) + 1)
-                wants_stop = report(Event("finished", cell, number, len(todo), record=record,
-                                          node=record.get("node"), attempt=max(1, len(attempts))))
+                wants_stop = report(
+                    Event(
+                        "finished",
+                        cell,
+                        number,
+                        len(todo),
+                        record=record,
+                        node=record.get("node"),
+                        attempt=max(1, len(attempts)),
+                    )
+                )
                 if (wants_stop or abort) and not stop["now"]:
                     stop["now"] = True
                     cancel(started_too=False)  # running cells finish, queued ones never start

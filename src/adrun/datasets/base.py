@@ -159,6 +159,5 @@ class SmokeSubset:
         # A few images of every label folder (good and each defect) keep AUROC defined;
         # the label too, where one folder holds both (Kolektor).
         folder = test.image_path.map(lambda p: Path(p).parent.name)
-        picked = test.groupby([test.label_index, folder], sort=True, group_keys=False).head(
-            self.smoke_n_test_per_label)
+        picked = test.groupby([test.label_index, folder], sort=True, group_keys=False).head(self.smoke_n_test_per_label)
         self.test_data.samples = picked.reset_index(drop=True)

@@ -16,8 +16,10 @@ class FolderFormat(MVTecStyle):
     title = "MVTec AD"
     anomalib_class = "Folder"
     default_root = "./datasets/MVTecAD"
-    layout = ("<root>/<category>/train/good/*, test/good/*, test/<defect>/*, optional ground_truth/<defect>/*, "
-              "any of data.extensions")
+    layout = (
+        "<root>/<category>/train/good/*, test/good/*, test/<defect>/*, optional ground_truth/<defect>/*, "
+        "any of data.extensions"
+    )
 
     def exts(self, data: DataSettings) -> tuple[str, ...]:
         return layout.both_cases(data.extensions)
@@ -28,8 +30,9 @@ class FolderFormat(MVTecStyle):
         return Folder
 
     def arguments(self, root: Path, category: str, data: DataSettings) -> dict[str, Any]:
-        return self.folder_arguments(self.folder(root, category), category, data,
-                                     masks=self.has_masks(root, category, data))
+        return self.folder_arguments(
+            self.folder(root, category), category, data, masks=self.has_masks(root, category, data)
+        )
 
 
 SPEC = FolderFormat()

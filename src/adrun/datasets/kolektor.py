@@ -44,16 +44,21 @@ class Kolektor(DatasetSpec):
         unmatched = [p for p in parts if not p.with_name(f"{p.stem}_label.bmp").is_file()]
         problems = []
         if unmatched:
-            problems.append(f"{where}: {layout.first(unmatched, 'images')} has no mask (expected "
-                            f"{unmatched[0].stem}_label.bmp beside it); every image needs its <image>_label.bmp")
+            problems.append(
+                f"{where}: {layout.first(unmatched, 'images')} has no mask (expected "
+                f"{unmatched[0].stem}_label.bmp beside it); every image needs its <image>_label.bmp"
+            )
         masks = [p.with_name(f"{p.stem}_label.bmp") for p in parts if p not in unmatched]
         sizes: dict[Path, tuple[int, int]] = {}
         problems += layout.header_problems(where, [*parts, *masks], verify, sizes)
-        problems += layout.size_problem(where, [(p, p.with_name(f"{p.stem}_label.bmp")) for p in parts
-                                                if p not in unmatched], sizes)
+        problems += layout.size_problem(
+            where, [(p, p.with_name(f"{p.stem}_label.bmp")) for p in parts if p not in unmatched], sizes
+        )
         if not problems and not any(_defective(m) for m in masks):
-            problems.append(f"{where}: every mask under {root} is empty, so no test image is defective and AUROC "
-                            "is undefined; KolektorSDD labels an image defective by its non-zero mask")
+            problems.append(
+                f"{where}: every mask under {root} is empty, so no test image is defective and AUROC "
+                "is undefined; KolektorSDD labels an image defective by its non-zero mask"
+            )
         return problems
 
     def arguments(self, root: Path, category: str, data: DataSettings) -> dict[str, Any]:

@@ -37,8 +37,10 @@ def subfolders(folder: Path) -> list[str]:
 
 def missing_root(root: Path, title: str, fetchable: bool) -> str:
     get = f"run `adrun fetch CONFIG` to download {title} there" if fetchable else f"download {title} there"
-    return (f"data.root {root} does not exist; {get}, set data.root (or --root, or ADRUN_DATA_ROOT), "
-            "or use data.format: synthetic")
+    return (
+        f"data.root {root} does not exist; {get}, set data.root (or --root, or ADRUN_DATA_ROOT), "
+        "or use data.format: synthetic"
+    )
 
 
 def missing_category(category: str, base: Path, parent: Path) -> str:
@@ -98,8 +100,9 @@ def first(paths: list, what: str) -> str:
     return f"{paths[0]}{more}"
 
 
-def header_problems(where: str, files: Iterable[Path], verify: bool = False,
-                    sizes: dict[Path, tuple[int, int]] | None = None) -> list[str]:
+def header_problems(
+    where: str, files: Iterable[Path], verify: bool = False, sizes: dict[Path, tuple[int, int]] | None = None
+) -> list[str]:
     """Unreadable and 16-bit images among ``files``, one line per kind; fills ``sizes``."""
     bad: list[tuple[Path, str]] = []
     wide: list[tuple[Path, str]] = []
@@ -113,11 +116,15 @@ def header_problems(where: str, files: Iterable[Path], verify: bool = False,
             sizes[path] = size
     problems = []
     if bad:
-        problems.append(f"{where}: {first([p for p, _ in bad], 'files')} is not a readable image ({bad[0][1]}); "
-                        "replace or remove it")
+        problems.append(
+            f"{where}: {first([p for p, _ in bad], 'files')} is not a readable image ({bad[0][1]}); "
+            "replace or remove it"
+        )
     if wide:
-        problems.append(f"{where}: {first([p for p, _ in wide], 'files')} is a 16-bit image (PIL mode {wide[0][1]}), "
-                        "which anomalib reads as all white; convert the images to 8 bits per channel")
+        problems.append(
+            f"{where}: {first([p for p, _ in wide], 'files')} is a 16-bit image (PIL mode {wide[0][1]}), "
+            "which anomalib reads as all white; convert the images to 8 bits per channel"
+        )
     return problems
 
 
@@ -126,14 +133,28 @@ def size_problem(where: str, pairs: list[tuple[Path, Path]], sizes: dict[Path, t
     if not mismatched:
         return []
     image, mask = mismatched[0]
-    return [f"{where}: mask {first([m for _, m in mismatched], 'masks')} is {sizes[mask][0]}x{sizes[mask][1]} "
-            f"but its image {image.name} is {sizes[image][0]}x{sizes[image][1]}; every mask must have its image's size"]
+    return [
+        f"{where}: mask {first([m for _, m in mismatched], 'masks')} is {sizes[mask][0]}x{sizes[mask][1]} "
+        f"but its image {image.name} is {sizes[image][0]}x{sizes[image][1]}; every mask must have its image's size"
+    ]
 
 
-def mvtec_style(base: Path, category: str, *, title: str, normal: str, exts: tuple[str, ...],
-                mask_names: Callable[[Path], list[str]], mask_glob: str, mask_rule: str, sorted_pairing: bool,
-                masks_optional: bool, test_good_from_train: bool, verify: bool = False,
-                jpeg_note: str | None = None) -> list[str]:
+def mvtec_style(
+    base: Path,
+    category: str,
+    *,
+    title: str,
+    normal: str,
+    exts: tuple[str, ...],
+    mask_names: Callable[[Path], list[str]],
+    mask_glob: str,
+    mask_rule: str,
+    sorted_pairing: bool,
+    masks_optional: bool,
+    test_good_from_train: bool,
+    verify: bool = False,
+    jpeg_note: str | None = None,
+) -> list[str]:
     """One line per problem of ``base`` in MVTec AD's layout (``train/<normal>``, ``test/<defect>``,
     ``ground_truth/<defect>``), the layout of mvtec, mpdd, visa, btech and folder.
 
@@ -142,8 +163,10 @@ def mvtec_style(base: Path, category: str, *, title: str, normal: str, exts: tup
     where = f"category {category!r}"
     problems = []
     if not images(base / "train" / normal, exts):
-        problems.append(f"{where}: {base / 'train' / normal} has no {listed(exts)} images; "
-                        f"{title} layout needs <category>/train/{normal}/*")
+        problems.append(
+            f"{where}: {base / 'train' / normal} has no {listed(exts)} images; "
+            f"{title} layout needs <category>/train/{normal}/*"
+        )
     test = base / "test"
     defects = [d for d in subfolders(test) if d != normal]
     if not test.is_dir() or not any(images(test / d, exts) for d in [*defects, normal]):
@@ -161,12 +184,19 @@ def mvtec_style(base: Path, category: str, *, title: str, normal: str, exts: tup
             "true to accept that split (the record keeps the setting)"
         )
     if jpeg_note:
-        jpegs = [p for d in (f"train/{normal}", *(f"test/{x}" for x in (normal, *defects)))
-                 for p in images(base / d, both_cases(JPEG_SUFFIXES))]
+        jpegs = [
+            p
+            for d in (f"train/{normal}", *(f"test/{x}" for x in (normal, *defects)))
+            for p in images(base / d, both_cases(JPEG_SUFFIXES))
+        ]
         if jpegs:
             problems.append(f"{where}: {first(jpegs, 'JPEGs')} is a JPEG, and {jpeg_note}")
-    folders = [base / "train" / normal, test / normal, *(test / d for d in defects),
-               *((truth / d for d in defects) if with_masks else ())]
+    folders = [
+        base / "train" / normal,
+        test / normal,
+        *(test / d for d in defects),
+        *((truth / d for d in defects) if with_masks else ()),
+    ]
     sizes: dict[Path, tuple[int, int]] = {}
     problems += header_problems(where, [p for f in folders for p in sorted(images(f, exts))], verify, sizes)
     if with_masks:
@@ -174,9 +204,17 @@ def mvtec_style(base: Path, category: str, *, title: str, normal: str, exts: tup
     return problems
 
 
-def _mask_problems(where: str, test: Path, truth: Path, defects: list[str], exts: tuple[str, ...],
-                   mask_names: Callable[[Path], list[str]], mask_rule: str, sorted_pairing: bool,
-                   sizes: dict[Path, tuple[int, int]]) -> list[str]:
+def _mask_problems(
+    where: str,
+    test: Path,
+    truth: Path,
+    defects: list[str],
+    exts: tuple[str, ...],
+    mask_names: Callable[[Path], list[str]],
+    mask_rule: str,
+    sorted_pairing: bool,
+    sizes: dict[Path, tuple[int, int]],
+) -> list[str]:
     unmatched: list[Path] = []
     orphans: list[Path] = []
     misordered: list[Path] = []
@@ -202,13 +240,19 @@ def _mask_problems(where: str, test: Path, truth: Path, defects: list[str], exts
     problems = []
     if unmatched:
         seen = f"; {first(orphans, 'masks')} matches no image" if orphans else ""
-        problems.append(f"{where}: {first(unmatched, 'images')} has no mask (expected "
-                        f"ground_truth/<defect>/{mask_names(unmatched[0])[0]}){seen}; name each mask {mask_rule}")
+        problems.append(
+            f"{where}: {first(unmatched, 'images')} has no mask (expected "
+            f"ground_truth/<defect>/{mask_names(unmatched[0])[0]}){seen}; name each mask {mask_rule}"
+        )
     elif orphans:
-        problems.append(f"{where}: {first(orphans, 'masks')} matches no image in test/; rename it to "
-                        f"{mask_rule.split(',')[0]} or move it out of ground_truth")
+        problems.append(
+            f"{where}: {first(orphans, 'masks')} matches no image in test/; rename it to "
+            f"{mask_rule.split(',')[0]} or move it out of ground_truth"
+        )
     elif misordered:
-        problems.append(f"{where}: the masks of {misordered[0].parent} do not sort like their images (anomalib "
-                        f"pairs them by sorted name, and {misordered[0].name} would get another's mask); "
-                        f"name each mask {mask_rule.split(',')[0]}")
+        problems.append(
+            f"{where}: the masks of {misordered[0].parent} do not sort like their images (anomalib "
+            f"pairs them by sorted name, and {misordered[0].name} would get another's mask); "
+            f"name each mask {mask_rule.split(',')[0]}"
+        )
     return problems + size_problem(where, pairs, sizes)

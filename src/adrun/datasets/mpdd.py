@@ -12,8 +12,9 @@ class MPDD(MVTecStyle):
     default_root = "./datasets/MPDD"
     layout = "<root>/<category>/train/good/*.png, test/<defect>/*.png, ground_truth/<defect>/<image>_mask.png"
     fetchable = False  # anomalib's MPDD asks for a manual download
-    jpeg_note = ("format mpdd reads .png only (as anomalib's MPDD does), so it is left out; "
-                 "set data.format: folder to read it")
+    jpeg_note = (
+        "format mpdd reads .png only (as anomalib's MPDD does), so it is left out; set data.format: folder to read it"
+    )
 
 
 SPEC = MPDD()

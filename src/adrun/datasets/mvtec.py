@@ -41,8 +41,9 @@ class MVTecStyle(DatasetSpec):
 
     def discover(self, root: Path, data: DataSettings) -> list[str]:
         where = self.categories_root(root)
-        found = [p.name for p in sorted(where.iterdir()) if (p / "train" / self.normal).is_dir()] \
-            if where.is_dir() else []
+        found = (
+            [p.name for p in sorted(where.iterdir()) if (p / "train" / self.normal).is_dir()] if where.is_dir() else []
+        )
         if not found:
             raise DataError(
                 f"data.root {root}: no category folder with train/{self.normal} inside; point data.root at a "
@@ -58,10 +59,19 @@ class MVTecStyle(DatasetSpec):
         if not base.is_dir():
             return self.absent(root, category, base)
         return layout.mvtec_style(
-            base, category, title=self.title, normal=self.normal, exts=self.exts(data),
-            mask_names=self.mask_names, mask_glob=self.mask_glob, mask_rule=self.mask_rule,
-            sorted_pairing=self.sorted_pairing, masks_optional=self.masks_optional,
-            test_good_from_train=data.test_good_from_train, verify=verify, jpeg_note=self.jpeg_note,
+            base,
+            category,
+            title=self.title,
+            normal=self.normal,
+            exts=self.exts(data),
+            mask_names=self.mask_names,
+            mask_glob=self.mask_glob,
+            mask_rule=self.mask_rule,
+            sorted_pairing=self.sorted_pairing,
+            masks_optional=self.masks_optional,
+            test_good_from_train=data.test_good_from_train,
+            verify=verify,
+            jpeg_note=self.jpeg_note,
         )
 
     def absent(self, root: Path, category: str, base: Path) -> list[str]:
@@ -105,8 +115,10 @@ class MVTec(MVTecStyle):
     default_root = "./datasets/MVTecAD"
     layout = "<root>/<category>/train/good/*.png, test/<defect>/*.png, ground_truth/<defect>/<image>_mask.png"
     fetchable = True
-    jpeg_note = ("format mvtec reads .png only (as anomalib's MVTecAD does), so it is left out; "
-                 "set data.format: folder to read it")
+    jpeg_note = (
+        "format mvtec reads .png only (as anomalib's MVTecAD does), so it is left out; "
+        "set data.format: folder to read it"
+    )
 
 
 SPEC = MVTec()

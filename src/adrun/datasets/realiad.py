@@ -19,10 +19,36 @@ from adrun.errors import DataError
 RESOLUTION = "256"
 JSONS = "realiad_jsons/realiad_jsons"
 CATEGORIES = (
-    "audiojack", "bottle_cap", "button_battery", "end_cap", "eraser", "fire_hood", "mint", "mounts", "pcb",
-    "phone_battery", "plastic_nut", "plastic_plug", "porcelain_doll", "regulator", "rolled_strip_base",
-    "sim_card_set", "switch", "tape", "terminalblock", "toothbrush", "toy_brick", "toy", "transistor1", "u_block",
-    "usb_adaptor", "usb", "vcpill", "wooden_beads", "woodstick", "zipper",
+    "audiojack",
+    "bottle_cap",
+    "button_battery",
+    "end_cap",
+    "eraser",
+    "fire_hood",
+    "mint",
+    "mounts",
+    "pcb",
+    "phone_battery",
+    "plastic_nut",
+    "plastic_plug",
+    "porcelain_doll",
+    "regulator",
+    "rolled_strip_base",
+    "sim_card_set",
+    "switch",
+    "tape",
+    "terminalblock",
+    "toothbrush",
+    "toy_brick",
+    "toy",
+    "transistor1",
+    "u_block",
+    "usb_adaptor",
+    "usb",
+    "vcpill",
+    "wooden_beads",
+    "woodstick",
+    "zipper",
 )
 
 
@@ -41,8 +67,10 @@ class RealIAD(DatasetSpec):
     def discover(self, root: Path, data: DataSettings) -> list[str]:
         found = [c for c in CATEGORIES if self.folder(root, c).is_dir()]
         if not found:
-            raise DataError(f"data.root {root}: no category folder under realiad_{RESOLUTION}/; point data.root at "
-                            f"a folder in {self.title} layout ({self.layout})")
+            raise DataError(
+                f"data.root {root}: no category folder under realiad_{RESOLUTION}/; point data.root at "
+                f"a folder in {self.title} layout ({self.layout})"
+            )
         return found
 
     def _json(self, root: Path, category: str) -> Path:
@@ -52,8 +80,10 @@ class RealIAD(DatasetSpec):
         root = Path(root)
         where = f"category {category!r}"
         if category not in CATEGORIES:
-            return [f"{where}: {self.title} has no such category (anomalib accepts only its 30); choose from "
-                    f"{', '.join(CATEGORIES)}"]
+            return [
+                f"{where}: {self.title} has no such category (anomalib accepts only its 30); choose from "
+                f"{', '.join(CATEGORIES)}"
+            ]
         if not root.is_dir():
             return [layout.missing_root(root, self.title, self.fetchable)]
         base = self.folder(root, category)
@@ -70,8 +100,11 @@ class RealIAD(DatasetSpec):
             return [f"{where}: {listing} needs a 'train' and a 'test' list"]
         problems = []
         try:
-            items = [(split, i["image_path"], i.get("mask_path"), i["anomaly_class"])
-                     for split in ("train", "test") for i in meta[split]]
+            items = [
+                (split, i["image_path"], i.get("mask_path"), i["anomaly_class"])
+                for split in ("train", "test")
+                for i in meta[split]
+            ]
         except (KeyError, TypeError):
             return [f"{where}: {listing}: every item needs image_path and anomaly_class (and mask_path or null)"]
         missing = [base / p for _, p, _, _ in items if not (base / p).is_file()]
@@ -82,8 +115,9 @@ class RealIAD(DatasetSpec):
             problems.append(f"{where}: {listing} lists no train image")
         labels = {c == "OK" for s, _, _, c in items if s == "test"}
         if labels != {True, False}:
-            problems.append(f"{where}: the test split of {listing.name} needs both OK and defective images "
-                            "(AUROC needs both)")
+            problems.append(
+                f"{where}: the test split of {listing.name} needs both OK and defective images (AUROC needs both)"
+            )
         files = [base / p for _, p, _, _ in items if (base / p).is_file()]
         masks = [base / m for _, _, m, _ in items if m and (base / m).is_file()]
         return problems + layout.header_problems(where, [*files, *masks], verify)

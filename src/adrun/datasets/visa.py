@@ -14,8 +14,20 @@ from pathlib import Path
 from adrun.datasets.mvtec import MVTecStyle
 from adrun.errors import DataError
 
-CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2",
-              "pcb3", "pcb4", "pipe_fryum")
+CATEGORIES = (
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+)
 
 
 class Visa(MVTecStyle):
@@ -23,8 +35,7 @@ class Visa(MVTecStyle):
     title = "VisA"
     anomalib_class = "Visa"
     default_root = "./datasets/visa"
-    layout = ("<root>/visa_pytorch/<category>/train/good/*.JPG, test/good/*, test/bad/*, "
-              "ground_truth/bad/<image>.png")
+    layout = "<root>/visa_pytorch/<category>/train/good/*.JPG, test/good/*, test/bad/*, ground_truth/bad/<image>.png"
     subdir = "visa_pytorch"
     extensions = (".png", ".jpg", ".JPG")  # anomalib's VisaDataset
     mask_glob = "ground_truth/<defect>/<image>.png"
@@ -37,10 +48,12 @@ class Visa(MVTecStyle):
 
     def absent(self, root: Path, category: str, base: Path) -> list[str]:
         if (Path(root) / category / "Data" / "Images").is_dir():
-            return [f"category {category!r}: {root} holds VisA's raw download but not the split tree {base} that "
-                    "anomalib reads, and adrun never writes into a dataset; convert it once yourself with "
-                    f"python -c \"from anomalib.data import Visa; Visa(root='{root}', category='{category}')"
-                    ".prepare_data()\" (it writes visa_pytorch/ there)"]
+            return [
+                f"category {category!r}: {root} holds VisA's raw download but not the split tree {base} that "
+                "anomalib reads, and adrun never writes into a dataset; convert it once yourself with "
+                f"python -c \"from anomalib.data import Visa; Visa(root='{root}', category='{category}')"
+                '.prepare_data()" (it writes visa_pytorch/ there)'
+            ]
         return super().absent(root, category, base)
 
     def download(self, root: Path, category: str) -> Callable[[], None] | None:

@@ -31,10 +31,26 @@ from adrun.models import (
 )
 from adrun.models.base import ModelSpec
 
-SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    patchcore.SPEC, efficient_ad.SPEC, padim.SPEC, stfpm.SPEC, fastflow.SPEC, reverse_distillation.SPEC, dfm.SPEC,
-    dfkde.SPEC, cfa.SPEC, cflow.SPEC, draem.SPEC, ganomaly.SPEC, uflow.SPEC, supersimplenet.SPEC, fre.SPEC,
-)}
+SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        patchcore.SPEC,
+        efficient_ad.SPEC,
+        padim.SPEC,
+        stfpm.SPEC,
+        fastflow.SPEC,
+        reverse_distillation.SPEC,
+        dfm.SPEC,
+        dfkde.SPEC,
+        cfa.SPEC,
+        cflow.SPEC,
+        draem.SPEC,
+        ganomaly.SPEC,
+        uflow.SPEC,
+        supersimplenet.SPEC,
+        fre.SPEC,
+    )
+}
 MODEL_NAMES: tuple[str, ...] = tuple(SPECS)
 if TYPE_CHECKING:  # to a type checker, any model entry: the union is built at run time
     from adrun.schema import ModelBase as ModelConfig

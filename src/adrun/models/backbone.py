@@ -58,18 +58,31 @@ def check(cfg: BackboneKeys, layers: list[str], label: str, source: str | None) 
         return Check(True, "untrained (pre_trained: false)")
     if checks.hf_cached(cfg.backbone):
         return Check(True, "cached")
-    fixes = (f"set weights: FILE (a local state dict) or pre_trained: false on that model entry, "
-             f"{checks.fetch_hint(source)}")
+    fixes = (
+        f"set weights: FILE (a local state dict) or pre_trained: false on that model entry, {checks.fetch_hint(source)}"
+    )
     where = f"not in the Hugging Face cache {checks.hf_cache_dir()}"
     if checks.hf_offline():
-        return Check(False, "missing", (f"{label}: timm's pretrained weights for {cfg.backbone} are {where} "
-                                        f"and HF_HUB_OFFLINE=1 forbids downloading; {fixes}",))
+        return Check(
+            False,
+            "missing",
+            (
+                f"{label}: timm's pretrained weights for {cfg.backbone} are {where} "
+                f"and HF_HUB_OFFLINE=1 forbids downloading; {fixes}",
+            ),
+        )
     endpoint = checks.hf_endpoint()
     host = urlsplit(endpoint).hostname
     if checks.reachable(endpoint)[endpoint]:
         return Check(True, f"download ({host})")
-    return Check(False, "missing", (f"{label}: timm's pretrained weights for {cfg.backbone} are {where} "
-                                    f"and {host} is unreachable (no network?); {fixes}",))
+    return Check(
+        False,
+        "missing",
+        (
+            f"{label}: timm's pretrained weights for {cfg.backbone} are {where} "
+            f"and {host} is unreachable (no network?); {fixes}",
+        ),
+    )
 
 
 def download(name: str) -> None:
@@ -83,8 +96,9 @@ def downloads(cfg: BackboneKeys) -> list[Download]:
     if not cfg.pre_trained or cfg.weights is not None:
         return []
     name = cfg.backbone
-    return [Download("backbone", name, checks.hf_cache_dir(), checks.hf_cached(name) is not None,
-                     lambda: download(name))]
+    return [
+        Download("backbone", name, checks.hf_cache_dir(), checks.hf_cached(name) is not None, lambda: download(name))
+    ]
 
 
 def source(cfg: BackboneKeys) -> str:

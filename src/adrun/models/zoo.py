@@ -97,8 +97,12 @@ class ZooSpec(ModelSpec):
         cls = self.lightning_class()
         size = cfg.image_size or self.image_size
         with self.building(cfg):
-            model = cls(**self.kwargs(cfg, exp_dir), pre_processor=self.pre_processor(cls, size),
-                        evaluator=evaluator, visualizer=False)
+            model = cls(
+                **self.kwargs(cfg, exp_dir),
+                pre_processor=self.pre_processor(cls, size),
+                evaluator=evaluator,
+                visualizer=False,
+            )
         weights = getattr(cfg, "weights", None)
         if weights is not None and self.backbone_at is not None:
             load_timm(model, self.backbone_at, cfg.backbone, Path(weights))
@@ -147,16 +151,22 @@ def training_length(cell: Any, forced_epochs: int | None) -> list[str]:
     steps = trainer.max_steps if trainer.max_steps != -1 else None
     for key, value in (("max_epochs", epochs), ("max_steps", steps)):
         if value is not None and value < 1:
-            return [f"{cell.label}: trainer.{key} is {value}; give {key} >= 1 (or -1 for no limit) on that model "
-                    "entry or in trainer:"]
+            return [
+                f"{cell.label}: trainer.{key} is {value}; give {key} >= 1 (or -1 for no limit) on that model "
+                "entry or in trainer:"
+            ]
     if forced_epochs is not None:
         if epochs is not None and epochs != forced_epochs:
-            return [f"{cell.label}: {name} trains {forced_epochs} epoch(s) (anomalib forces max_epochs: "
-                    f"{forced_epochs}); drop trainer.max_epochs from that model entry"]
+            return [
+                f"{cell.label}: {name} trains {forced_epochs} epoch(s) (anomalib forces max_epochs: "
+                f"{forced_epochs}); drop trainer.max_epochs from that model entry"
+            ]
         return []
     if epochs is None and steps is None:
-        return [f"{cell.label}: {name} trains until a schedule ends and none is set (Lightning would run 1000 "
-                "epochs, or forever with -1); set trainer.max_epochs or trainer.max_steps on that model entry"]
+        return [
+            f"{cell.label}: {name} trains until a schedule ends and none is set (Lightning would run 1000 "
+            "epochs, or forever with -1); set trainer.max_epochs or trainer.max_steps on that model entry"
+        ]
     return []
 
 
@@ -166,8 +176,9 @@ _CLASSES: dict[type[Any], type[Any]] = {}
 def _adrun_class(cls: type[Any]) -> type[Any]:
     """anomalib's class with adrun's one change: the evaluator comes from the config, never a checkpoint."""
     if cls not in _CLASSES:  # one class per model, so checkpoints and isinstance checks agree
-        _CLASSES[cls] = type(f"Adrun{cls.__name__}", (MetricsFromConfig, cls),
-                             {"__module__": __name__, "__doc__": cls.__doc__})
+        _CLASSES[cls] = type(
+            f"Adrun{cls.__name__}", (MetricsFromConfig, cls), {"__module__": __name__, "__doc__": cls.__doc__}
+        )
     return _CLASSES[cls]
 
 

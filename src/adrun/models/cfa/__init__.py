@@ -62,8 +62,10 @@ def state(cfg: CfaConfig) -> dict | None:
         expected = getattr(torchvision.models, cfg.backbone)(weights=None).state_dict()
     problems = state_diff(loaded, expected)
     if problems:
-        raise WeightsError(f"weights file {path} does not fit torchvision's {cfg.backbone}: {'; '.join(problems)}; "
-                           f"pass the state dict of torchvision.models.{cfg.backbone}()")
+        raise WeightsError(
+            f"weights file {path} does not fit torchvision's {cfg.backbone}: {'; '.join(problems)}; "
+            f"pass the state dict of torchvision.models.{cfg.backbone}()"
+        )
     return loaded
 
 
@@ -104,9 +106,16 @@ class CfaSpec(zoo.ZooSpec):
             return {"weights": Check(True, "untrained (pre_trained: false)")}
         if cfg.weights is None and not hub_file(cfg.backbone)[1].is_file():
             url, path = hub_file(cfg.backbone)
-            return {"weights": Check(False, "missing", (
-                f"{label}: torchvision's {cfg.backbone} weights are not at {path}; "
-                f"{checks.fetch_hint(source)}, or set weights: FILE or pre_trained: false on that model entry",))}
+            return {
+                "weights": Check(
+                    False,
+                    "missing",
+                    (
+                        f"{label}: torchvision's {cfg.backbone} weights are not at {path}; "
+                        f"{checks.fetch_hint(source)}, or set weights: FILE or pre_trained: false on that model entry",
+                    ),
+                )
+            }
         try:
             state(cfg)
         except AdrunError as exc:

@@ -43,9 +43,11 @@ class CflowSpec(zoo.ZooSpec):
         stride = max(STRIDES.get(layer, 1) for layer in cfg.layers)
         fibers = cell.train_batch_size * (size // stride) ** 2
         if fibers < cfg.fiber_batch_size:
-            return [f"{cell.label}: cflow samples fiber_batch_size ({cfg.fiber_batch_size}) fibers per batch but a "
-                    f"batch of {cell.train_batch_size} at {size} px gives {fibers} at stride {stride}; raise "
-                    "train_batch_size or image_size, or lower fiber_batch_size on that model entry"]
+            return [
+                f"{cell.label}: cflow samples fiber_batch_size ({cfg.fiber_batch_size}) fibers per batch but a "
+                f"batch of {cell.train_batch_size} at {size} px gives {fibers} at stride {stride}; raise "
+                "train_batch_size or image_size, or lower fiber_batch_size on that model entry"
+            ]
         return super().cell_problems(cell)
 
 

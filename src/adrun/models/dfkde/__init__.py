@@ -35,9 +35,11 @@ class DfkdeSpec(zoo.ZooSpec):
     def cell_problems(self, cell: Any) -> list[str]:
         n_train = train_images(cell)
         if n_train is not None and n_train <= cell.model.n_pca_components:
-            return [f"{cell.label}: dfkde needs more training images than n_pca_components "
-                    f"({cell.model.n_pca_components}) and this cell has {n_train}; set n_pca_components: "
-                    f"{max(n_train - 1, 1)} or fewer on that model entry"]
+            return [
+                f"{cell.label}: dfkde needs more training images than n_pca_components "
+                f"({cell.model.n_pca_components}) and this cell has {n_train}; set n_pca_components: "
+                f"{max(n_train - 1, 1)} or fewer on that model entry"
+            ]
         return super().cell_problems(cell)
 
 

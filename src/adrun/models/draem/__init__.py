@@ -60,9 +60,16 @@ class DraemSpec(zoo.ZooSpec):
         from adrun import checks
 
         what = "is a file" if folder.exists() else "does not exist"
-        return {"textures": Check(False, "missing", (
-            f"{label}: dtd_dir {folder} {what} (anomalib would download DTD into it); "
-            f"{checks.fetch_hint(source)}, or set dtd_dir: null (Perlin noise only) on that model entry",))}
+        return {
+            "textures": Check(
+                False,
+                "missing",
+                (
+                    f"{label}: dtd_dir {folder} {what} (anomalib would download DTD into it); "
+                    f"{checks.fetch_hint(source)}, or set dtd_dir: null (Perlin noise only) on that model entry",
+                ),
+            )
+        }
 
     def downloads(self, cfg: DraemConfig) -> list[Download]:
         if cfg.dtd_dir is None:

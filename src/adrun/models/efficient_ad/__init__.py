@@ -51,8 +51,9 @@ class EfficientAdConfig(ModelBase):
     @classmethod
     def _at_least_256(cls, value):
         if value is not None and value < MIN_IMAGE_SIZE:
-            raise ValueError(f"must be at least {MIN_IMAGE_SIZE} for efficient_ad (its autoencoder decodes to "
-                             f"{MIN_IMAGE_SIZE} px)")
+            raise ValueError(
+                f"must be at least {MIN_IMAGE_SIZE} for efficient_ad (its autoencoder decodes to {MIN_IMAGE_SIZE} px)"
+            )
         return value
 
 
@@ -100,14 +101,18 @@ class EfficientAdSpec(ModelSpec):
 
     def cell_problems(self, cell: Any) -> list[str]:
         if cell.train_batch_size != 1:
-            return [f"{cell.label}: EfficientAd trains with batch size 1 (paper setting, enforced by anomalib); "
-                    "set train_batch_size: 1 on that model entry"]
+            return [
+                f"{cell.label}: EfficientAd trains with batch size 1 (paper setting, enforced by anomalib); "
+                "set train_batch_size: 1 on that model entry"
+            ]
         return []
 
     def notes(self, cfg: EfficientAdConfig) -> list[str]:
         if cfg.teacher == "random":
-            return ["uses a random teacher (teacher: random): fit for smoke tests only, not what EfficientAd does "
-                    "with its real one."]
+            return [
+                "uses a random teacher (teacher: random): fit for smoke tests only, not what EfficientAd does "
+                "with its real one."
+            ]
         return []
 
     def downloads(self, cfg: EfficientAdConfig) -> list[Download]:
@@ -118,8 +123,9 @@ class EfficientAdSpec(ModelSpec):
             out.append(Download("teacher", file.name, folder, file.is_file(), _download_teacher))
         if cfg.imagenet_dir != "builtin":
             folder = Path(cfg.imagenet_dir)
-            out.append(Download("imagenette", str(folder), folder, folder.is_dir(),
-                                lambda: _download_imagenette(folder)))
+            out.append(
+                Download("imagenette", str(folder), folder, folder.is_dir(), lambda: _download_imagenette(folder))
+            )
         return out
 
     def environment(self) -> list[tuple[str, str]]:
@@ -159,14 +165,25 @@ def _teacher(cfg: EfficientAdConfig, label: str, source: str | None) -> Check:
         return Check(True, "cached")
     if folder.is_dir():
         # anomalib downloads only when the folder is missing, so a partial one never heals.
-        return Check(False, "incomplete", (f"{label}: {folder} exists without {name}; delete that folder so "
-                                           "anomalib downloads it again, or set teacher: FILE on that model entry",))
+        return Check(
+            False,
+            "incomplete",
+            (
+                f"{label}: {folder} exists without {name}; delete that folder so "
+                "anomalib downloads it again, or set teacher: FILE on that model entry",
+            ),
+        )
     if checks.reachable(TEACHER_URL)[TEACHER_URL]:
         return Check(True, "download (github.com)")
-    return Check(False, "missing", (
-        f"{label}: EfficientAd's pretrained teacher is not in anomalib's cache {folder} and github.com is "
-        f"unreachable (no network?); set teacher: FILE ({name}) on that model entry, "
-        f"or teacher: random for smoke runs only, {checks.fetch_hint(source)}",))
+    return Check(
+        False,
+        "missing",
+        (
+            f"{label}: EfficientAd's pretrained teacher is not in anomalib's cache {folder} and github.com is "
+            f"unreachable (no network?); set teacher: FILE ({name}) on that model entry, "
+            f"or teacher: random for smoke runs only, {checks.fetch_hint(source)}",
+        ),
+    )
 
 
 def _has_class_folder(folder: Path) -> bool:
@@ -185,18 +202,28 @@ def _imagenette(cfg: EfficientAdConfig, label: str, source: str | None) -> Check
     if folder.is_dir():
         if _has_class_folder(folder):
             return Check(True, "found")
-        return Check(False, "no classes", (
-            f"{label}: imagenet_dir {folder} has no class subfolder with images (ImageFolder layout: "
-            f"{folder}/<class>/*.jpg); point imagenet_dir: at the extracted imagenette2 folder, "
-            "or delete the empty folder so anomalib downloads imagenette into it",))
+        return Check(
+            False,
+            "no classes",
+            (
+                f"{label}: imagenet_dir {folder} has no class subfolder with images (ImageFolder layout: "
+                f"{folder}/<class>/*.jpg); point imagenet_dir: at the extracted imagenette2 folder, "
+                "or delete the empty folder so anomalib downloads imagenette into it",
+            ),
+        )
     if folder.exists():
         return Check(False, "not a folder", (f"{label}: imagenet_dir {folder} is a file; point it at a folder",))
     if checks.reachable(IMAGENETTE_URL)[IMAGENETTE_URL]:
         return Check(True, "download (1.5 GB)")
-    return Check(False, "missing", (
-        f"{label}: imagenet_dir {folder} does not exist and s3.amazonaws.com (imagenette's host) is unreachable "
-        "(no network?); set imagenet_dir: to an ImageFolder folder such as an extracted imagenette2, "
-        f"or imagenet_dir: builtin for smoke runs only, {checks.fetch_hint(source)}",))
+    return Check(
+        False,
+        "missing",
+        (
+            f"{label}: imagenet_dir {folder} does not exist and s3.amazonaws.com (imagenette's host) is unreachable "
+            "(no network?); set imagenet_dir: to an ImageFolder folder such as an extracted imagenette2, "
+            f"or imagenet_dir: builtin for smoke runs only, {checks.fetch_hint(source)}",
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- downloads
@@ -222,9 +249,23 @@ def _download_imagenette(folder: Path) -> None:
 # EfficientAd's ImageNet penalty term in offline smoke runs. Not a substitute for
 # imagenette on real data.
 BUILTIN_PHOTOS = (
-    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
-    "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
-    "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg", "text.png",
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "page.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "text.png",
 )
 
 
@@ -236,8 +277,10 @@ def builtin_imagenet(exp_dir: Path) -> Path:
 
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("scikit-image is not installed (anomalib brings it); set imagenet_dir to an ImageFolder "
-                        "directory, or pip install scikit-image")
+        raise DataError(
+            "scikit-image is not installed (anomalib brings it); set imagenet_dir to an ImageFolder "
+            "directory, or pip install scikit-image"
+        )
     source = Path(next(iter(spec.submodule_search_locations))) / "data"
     root = exp_dir / "imagenet-builtin"
     folder = root / "photos"

@@ -29,13 +29,17 @@ def teacher_state(path: Path, model_size: str, out_channels: int = 384) -> dict:
             return state
         other = "medium" if model_size == "small" else "small"
         fits_other = not state_diff(state, _teacher(other, out_channels).state_dict())
-    hint = (f"it is a {other} teacher: set model_size: {other}, or use pretrained_teacher_{model_size}.pth"
-            if fits_other else f"use anomalib's pretrained_teacher_{model_size}.pth (teacher_out_channels 384)")
+    hint = (
+        f"it is a {other} teacher: set model_size: {other}, or use pretrained_teacher_{model_size}.pth"
+        if fits_other
+        else f"use anomalib's pretrained_teacher_{model_size}.pth (teacher_out_channels 384)"
+    )
     raise WeightsError(f"teacher file {path} does not fit model_size {model_size} ({'; '.join(problems)}): {hint}")
 
 
-def load_teacher(teacher: torch.nn.Module, path: Path, device: torch.device | str = "cpu",
-                 model_size: str = "small") -> None:
+def load_teacher(
+    teacher: torch.nn.Module, path: Path, device: torch.device | str = "cpu", model_size: str = "small"
+) -> None:
     """Load a teacher state dict from ``path``, turning every mismatch into a ``WeightsError``."""
     state = teacher_state(Path(path), model_size, _out_channels(teacher))
     teacher.load_state_dict(state)

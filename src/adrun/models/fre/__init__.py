@@ -50,8 +50,10 @@ class FreSpec(zoo.ZooSpec):
         size = cfg.image_size or self.image_size
         expected = pooled_size(cfg.backbone, cfg.layer, size, cfg.pooling_kernel_size)
         if expected is not None and expected != cfg.input_dim:
-            return [f"{cell.label}: fre's input_dim {cfg.input_dim} does not match the pooled features of "
-                    f"{cfg.backbone} {cfg.layer} at {size} px ({expected}); set input_dim: {expected} on that entry"]
+            return [
+                f"{cell.label}: fre's input_dim {cfg.input_dim} does not match the pooled features of "
+                f"{cfg.backbone} {cfg.layer} at {size} px ({expected}); set input_dim: {expected} on that entry"
+            ]
         return super().cell_problems(cell)
 
 

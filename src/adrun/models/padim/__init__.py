@@ -25,8 +25,10 @@ class PadimConfig(backbone.BackboneKeys, zoo.SizeFloor):
     @model_validator(mode="after")
     def _n_features_known(self):
         if self.n_features is None and self.backbone not in DEFAULT_N_FEATURES:
-            raise ValueError(f"n_features has no default for backbone {self.backbone} (only for "
-                             f"{', '.join(DEFAULT_N_FEATURES)}); set n_features: on that model entry")
+            raise ValueError(
+                f"n_features has no default for backbone {self.backbone} (only for "
+                f"{', '.join(DEFAULT_N_FEATURES)}); set n_features: on that model entry"
+            )
         return self
 
 

@@ -96,8 +96,9 @@ _PAIR_CHUNK = 4096
 Timer = Callable[[str, float], None]
 
 
-def sample_coreset(embedding: torch.Tensor, sampling_ratio: float, method: str = "fast",
-                   timer: Timer | None = None) -> torch.Tensor:
+def sample_coreset(
+    embedding: torch.Tensor, sampling_ratio: float, method: str = "fast", timer: Timer | None = None
+) -> torch.Tensor:
     """The rows of ``embedding`` that anomalib's k-center-greedy picks, by ``method``.
 
     ``timer(name, seconds)``, if given, receives the time of the random projection
@@ -167,8 +168,16 @@ def greedy_picks(features: torch.Tensor, start: int, coreset_size: int, stats: d
     rows = _ExactRows(features)
     bound = _LowerBound(features) if n >= _MIN_ROWS_FOR_BOUND and dim > 4 * _BOUND_DIMS else None
     counts = stats if stats is not None else {}
-    counts.update(full_picks=0, dense_picks=0, hot_picks=0, argmax_picks=0, catch_ups=0, exact_rows=0,
-                  catch_up_pairs=0, catch_up_s=0.0)
+    counts.update(
+        full_picks=0,
+        dense_picks=0,
+        hot_picks=0,
+        argmax_picks=0,
+        catch_ups=0,
+        exact_rows=0,
+        catch_up_pairs=0,
+        catch_up_s=0.0,
+    )
     with _one_thread():
         min_distances = _first_picks(features, picks, coreset_size, rows, bound, counts)
         if len(picks) < coreset_size:
@@ -192,7 +201,11 @@ def _one_thread() -> Iterator[None]:
 
 
 def _first_picks(
-    features: torch.Tensor, picks: list[int], coreset_size: int, rows: _ExactRows, bound: _LowerBound | None,
+    features: torch.Tensor,
+    picks: list[int],
+    coreset_size: int,
+    rows: _ExactRows,
+    bound: _LowerBound | None,
     counts: dict,
 ) -> torch.Tensor:
     """One pass over all rows per pick, until a pick recomputes few rows (then the hot/cold

@@ -48,8 +48,9 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
     # everything else on the exact path is bit for bit anomalib's.
     memory_format = torch.channels_last
 
-    def __init__(self, *args, coreset: str = "fast", weights: str | Path | None = None, precision: str = "fp32",
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, coreset: str = "fast", weights: str | Path | None = None, precision: str = "fp32", **kwargs
+    ) -> None:
         from adrun.precision import resolve
 
         if weights is not None:
@@ -91,8 +92,12 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         callbacks = super().configure_callbacks()
         for callback in (self.post_processor, self.evaluator):
             if callback is not None and not getattr(callback, "_adrun_timed", False):
-                for hook in ("on_validation_batch_end", "on_validation_epoch_end", "on_test_batch_end",
-                             "on_test_epoch_end"):
+                for hook in (
+                    "on_validation_batch_end",
+                    "on_validation_epoch_end",
+                    "on_test_batch_end",
+                    "on_test_epoch_end",
+                ):
                     if hasattr(callback, hook):
                         setattr(callback, hook, self._timed(getattr(callback, hook)))
                 callback._adrun_timed = True  # type: ignore[assignment]  # a marker on anomalib's callback

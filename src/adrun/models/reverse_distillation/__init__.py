@@ -12,8 +12,17 @@ from pydantic import Field, field_validator
 from adrun.models import backbone, zoo
 
 # anomalib/models/components/backbone/resnet_decoder.py builds decoders for these only.
-DECODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
+DECODERS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+)
 
 
 class ReverseDistillationConfig(backbone.BackboneKeys, zoo.SizeFloor):

@@ -48,8 +48,11 @@ class UflowSpec(zoo.ZooSpec):
         from anomalib.pre_processing import PreProcessor
         from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-        return PreProcessor(transform=Compose([Resize((size, size), antialias=True),
-                                               Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])]))
+        return PreProcessor(
+            transform=Compose(
+                [Resize((size, size), antialias=True), Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])]
+            )
+        )
 
     def checks(self, cfg: UflowConfig, label: str, source: str | None) -> dict[str, Any]:
         if cfg.backbone != "mcait" or not cfg.pre_trained:
