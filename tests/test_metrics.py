@@ -52,11 +52,12 @@ def record_of(exp: Path, label: str = "patchcore") -> dict:
         (["logger.name=wandb"], "logger.name: unknown logger; choose one of tensorboard, mlflow, csv (got 'wandb')"),
         (
             ["logger.name=csv", "logger.experiment_name=x"],
-            "logger: experiment_name applies to the mlflow logger only; remove it",
+            "{cfg}: logger: experiment_name applies to the mlflow logger only; remove it",
         ),
         (
             ["logger.name=mlflow", "logger.tracking_uri=/elsewhere/mlruns"],
-            "logger: tracking_uri must be an http(s):// server; leave it out for a file store under the experiment folder",
+            "{cfg}: logger: tracking_uri must be an http(s):// server; leave it out for a file store under the "
+            "experiment folder",
         ),
         (
             ["logger.name=mlflow", "logger.run=x"],
@@ -71,7 +72,10 @@ def test_bad_metrics_and_logger_are_one_line_and_exit_2(tmp_path, sets, expected
         args += ["--set", item]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip().splitlines() == [f"adrun: error: {cfg}: {expected}"]
+    # The line names its origin: the --set item that wrote the key, else the file (a check
+    # across keys of a section, which the file may hold too).
+    line = expected.format(cfg=cfg) if expected.startswith("{cfg}") else f"--set {expected}"
+    assert result.stderr.strip().splitlines() == [f"adrun: error: {line}"]
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
