@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from adrun import __version__
+from adrun import __version__, errors
 from adrun.errors import AdrunError
 from adrun.wording import duration, plural
 
@@ -109,8 +109,7 @@ def main(
 ) -> None:
     """adrun: run anomalib experiments from YAML, per category, into pixel-AUROC tables."""
     _state["debug"] = debug
-    if debug:
-        os.environ["ADRUN_DEBUG"] = "1"  # for what runs below the CLI (Ray's connection log)
+    errors.DEBUG = debug  # for what runs below the CLI (Ray's connection log); reset by every command
 
 
 def _console():

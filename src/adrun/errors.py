@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from typing import ClassVar, TypedDict
 
+# --debug, as the CLI last set it: code below the CLI shows what it would otherwise hold
+# back (Ray's own connection log). In this process only, never passed to children.
+DEBUG = False
+
 
 class AdrunError(Exception):
     """A problem the user can fix: the message names the problem and the fix."""

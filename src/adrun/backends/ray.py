@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adrun import errors
 from adrun.backends.base import Event, Interrupts, Record, Report, dead_record, run_one
 from adrun.errors import ClusterError, WireError, from_wire
 from adrun.records import atomic_write_text, now, run_dir, write_record
@@ -106,7 +107,7 @@ def alive_nodes() -> list[Node]:
 def session(address: str | None = None) -> Iterator[Cluster]:
     """Connect to the cluster at ``address`` (``auto``: the one ``ray start`` made here, or
     ``$RAY_ADDRESS``); reuse a connection that is already open. Disconnects only what it opened."""
-    if not os.environ.get("ADRUN_DEBUG"):
+    if not errors.DEBUG:
         # Ray's C++ client logs a warning per retry of a refused connection on its own copy of
         # stderr; a refusal is one line of adrun's instead (--debug keeps Ray's lines).
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
@@ -119,7 +120,7 @@ def session(address: str | None = None) -> Iterator[Cluster]:
             with _stderr_held() as held:
                 ctx = ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            if os.environ.get("ADRUN_DEBUG"):
+            if errors.DEBUG:
                 sys.stderr.write("".join(held))  # Ray's own log lines of the failed connection
             text = str(exc).strip().splitlines()
             token = (
