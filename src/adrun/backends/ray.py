@@ -107,10 +107,6 @@ def alive_nodes() -> list[Node]:
 def session(address: str | None = None) -> Iterator[Cluster]:
     """Connect to the cluster at ``address`` (``auto``: the one ``ray start`` made here, or
     ``$RAY_ADDRESS``); reuse a connection that is already open. Disconnects only what it opened."""
-    if not errors.DEBUG:
-        # Ray's C++ client logs a warning per retry of a refused connection on its own copy of
-        # stderr; a refusal is one line of adrun's instead (--debug keeps Ray's lines).
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     ray = _ray()
     opened = not ray.is_initialized()
     if opened:
