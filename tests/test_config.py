@@ -81,10 +81,16 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_yaml_is_parsed_safely(tmp_path):
+    """A python/object tag is refused by the loader itself, in a file and in --set: nothing runs."""
+    marker = tmp_path / "pwned"
+    payload = f"!!python/object/apply:os.system ['touch {marker}']"
     path = tmp_path / "evil.yaml"
-    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\nmodels: [{name: patchcore}]\n")
-    with pytest.raises(ConfigError):
+    path.write_text(f"name: {payload}\nmodels: [{{name: patchcore}}]\n")
+    with pytest.raises(ConfigError, match="could not determine a constructor for the tag"):
         load_experiment(path)
+    with pytest.raises(ConfigError):
+        load_experiment(raw=BASE, overrides=[f"name={payload}"])
+    assert not marker.exists()
 
 
 def test_set_overrides_are_typed_and_validated():
