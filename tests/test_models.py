@@ -36,7 +36,12 @@ def test_no_module_outside_models_names_a_model():
         if "models" not in p.relative_to(SRC).parts[:1] and pattern.search(p.read_text())
     )
     assert named == []
+    # The registry finds every spec package by itself: adding a model names it nowhere else.
     assert {p.parent.name for p in (SRC / "models").glob("*/__init__.py")} == set(MODEL_NAMES)
+    assert "padim" not in (SRC / "models" / "__init__.py").read_text()
+    # The founding study's two first (rank), then by name.
+    assert MODEL_NAMES[:2] == ("patchcore", "efficient_ad")
+    assert list(MODEL_NAMES[2:]) == sorted(MODEL_NAMES[2:])
 
 
 def test_adrun_models_lists_every_spec_with_its_class_weights_and_offline_use():

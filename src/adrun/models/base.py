@@ -30,6 +30,8 @@ class ModelSpec:
     anomalib_class: ClassVar[str]  # the anomalib class it runs, for `adrun models` and docs
     config: ClassVar[type[ModelBase]]  # its config schema; `name: Literal[<name>]` is the union tag
     summary: ClassVar[str] = ""  # one line for `adrun models`
+    # Where it comes in `adrun models` and error messages: by rank, then by name.
+    rank: ClassVar[int] = 100
     image_size: ClassVar[int] = 256  # the default of `image_size:`
     weights: ClassVar[str] = "none"  # what pretrained weights it needs, in words
     offline: ClassVar[str] = "yes"  # whether (and how) it runs without internet

@@ -64,6 +64,7 @@ def teacher_dir() -> Path:
 
 class EfficientAdSpec(ModelSpec):
     name = "efficient_ad"
+    rank = 1
     anomalib_class = "anomalib.models.EfficientAd"
     config = EfficientAdConfig
     summary = "student-teacher pair plus autoencoder (Batzner et al. 2024); batch size 1, >= 256 px"

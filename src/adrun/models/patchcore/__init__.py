@@ -41,6 +41,7 @@ class PatchcoreConfig(backbone.BackboneKeys):
 
 class PatchcoreSpec(ModelSpec):
     name = "patchcore"
+    rank = 0  # the founding study's two models come first
     anomalib_class = "anomalib.models.Patchcore"
     config = PatchcoreConfig
     summary = "memory bank of patch features, nearest-neighbour scores (Roth et al. 2022)"
