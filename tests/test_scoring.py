@@ -62,11 +62,13 @@ def test_test_set_is_scored_once_with_the_same_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(AdrunPatchcore, "__init__", keep)
     once = run_cell(cell, root, exp_dir)
     assert once["runtime"]["test_batches_reused"] >= 1
+    # The sample grid's images are test images: their predictions are reused too.
+    assert once["samples"] == "samples.png" and once["runtime"]["predict_batches_reused"] >= 1
     thresholds_once = models[-1].post_processor._image_threshold.clone(), models[-1].post_processor._pixel_threshold
     # The old path: the test step computes every batch again.
     monkeypatch.setattr(AdrunPatchcore, "_key", staticmethod(lambda images: object()))
     twice = run_cell(cell, root, tmp_path / "results" / "twice")
-    assert twice["runtime"]["test_batches_reused"] == 0
+    assert twice["runtime"]["test_batches_reused"] == 0 == twice["runtime"]["predict_batches_reused"]
     assert set(once["metrics"]) == {"image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score"}
     assert once["metrics"] == twice["metrics"]
     assert torch.equal(thresholds_once[0], models[-1].post_processor._image_threshold)
@@ -94,3 +96,52 @@ def test_precision_setting_and_cell_key(tmp_path):
     raw["models"][0]["precision"] = "fp8"
     with pytest.raises(ConfigError, match="precision"):
         validate(raw)
+
+
+def _features(n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Non-negative features around a shared mean, like pooled ReLU activations."""
+    base = torch.rand(dim, generator=generator) * 3
+    return (torch.randn(n, dim, generator=generator) * 0.5 + base).relu_()
+
+
+def test_the_fused_search_finds_stocks_nearest_rows_and_distances():
+    """adrun's fp32 search against anomalib's own nearest_neighbors: the same rows, distances within 1e-6."""
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    from adrun.models.patchcore.search import Bank, nearest
+
+    generator = torch.Generator().manual_seed(0)
+    bank, queries = _features(3000, 384, generator), _features(2500, 384, generator)
+    model = PatchcoreModel.__new__(PatchcoreModel)  # only the search's attributes
+    torch.nn.Module.__init__(model)
+    model.register_buffer("memory_bank", bank)
+    stock_scores, stock_rows = model.nearest_neighbors(queries, n_neighbors=1)
+    scores, rows = nearest(queries, Bank(bank))
+    assert torch.equal(rows, stock_rows)
+    assert float(((scores - stock_scores).abs() / stock_scores).max()) < 1e-6
+    # A query equal to a bank row finds it, at a distance that is only cancellation
+    # (||x||^2 - 2 x.y + ||y||^2, as stock computes it; the clamp keeps the root real).
+    scores, rows = nearest(bank[:5].clone(), Bank(bank))
+    assert torch.equal(rows, torch.arange(5)) and float(scores.max()) < 1e-2 * float(stock_scores.min())
+
+
+def test_the_bf16_filter_rechecks_in_fp32_and_counts_what_it_proves():
+    from adrun.models.patchcore.search import Bank, nearest, nearest_bf16
+
+    generator = torch.Generator().manual_seed(1)
+    bank, queries = _features(3000, 384, generator), _features(2500, 384, generator)
+    exact_scores, exact_rows = nearest(queries, Bank(bank))
+    stats: dict[str, int] = {}
+    scores, rows = nearest_bf16(queries, Bank(bank), stats)
+    # Every score is the fp32 distance to the row it names (never a bf16 number).
+    direct = torch.linalg.vector_norm(queries - bank[rows], dim=1)
+    assert float(((scores - direct).abs() / direct).max()) < 1e-5
+    assert stats["queries"] == 2500 and 0 < stats["proven"] <= 2500
+    # A proven row is the exact nearest row; here bf16 finds every one.
+    assert float((rows == exact_rows).float().mean()) > 0.99
+    assert float(((scores - exact_scores).abs() / exact_scores).max()) < 1e-5
+    # Far-apart rows: each query's margin beats bf16's worst case, so every one is proven.
+    far = torch.randn(1000, 384, generator=generator) * 50
+    stats = {}
+    _, rows = nearest_bf16(far[:40] + 0.01, Bank(far), stats)
+    assert stats == {"queries": 40, "proven": 40} and torch.equal(rows, torch.arange(40))

@@ -17,6 +17,7 @@ import torch
 from anomalib.models import Patchcore
 
 from adrun.models.base import MetricsFromConfig
+from adrun.models.patchcore.search import Bank, nearest, nearest_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,18 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
       untrained (no hub access at all) and the file loaded into it.
     - The backbone runs in ``channels_last`` under ``inference_mode`` (about 1.5x faster
       on CPU; the convolutions round differently from NCHW, within float32 noise).
-    - Nearest neighbours: anomalib's own chunked search. A cache-tiled variant (bit for
-      bit equal) was measured slower at MVTec size (24,780 x 1536 bank) and dropped.
+    - Nearest neighbours (``search.py``): the bank's squared norms folded into the GEMM and
+      the row minimum taken before the square root, one pass instead of six over the
+      distance matrix; the same minimum, floats equal to stock's within rounding.
     - The test set is scored once: Patchcore validates on the test set (``same_as_test``)
       and then tests on it, so the test step reuses the validation step's raw
-      predictions for byte-identical batches. Thresholds and normalisation still come
-      from anomalib's own validation hooks, so every metric is unchanged.
-    - ``precision="bf16"`` (opt-in): the backbone under bf16 autocast; pooling, the
-      memory bank and the neighbour search stay fp32. Only where the CPU has native
-      bf16 (``adrun.precision``); elsewhere fp32, noted in ``run_notes()``.
+      predictions for byte-identical images; so does the sample grid's predict.
+      Thresholds and normalisation still come from anomalib's own validation hooks, so
+      every metric is unchanged.
+    - ``precision="bf16"`` (opt-in): the backbone under bf16 autocast, and the
+      neighbour search as a bf16 candidate filter with an fp32 re-check of the best
+      ``search.K`` rows; pooling and the memory bank stay fp32. Only where the CPU has
+      native bf16 (``adrun.precision``); elsewhere fp32, noted in ``run_notes()``.
     - ``phase_seconds``: where the time went (backbone, projection, coreset, scoring,
       metrics), for the record.
     """
@@ -69,6 +73,9 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         self.phase_seconds: dict[str, float] = {}
         self._scored: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._reused = 0
+        self._reused_predicted = 0
+        self._bank: Bank | None = None
+        self.search_stats: dict[str, int] = {}
 
     # ====== adrun's fast CPU path (issue 15): every method below overrides a Patchcore step;
     # ====== the algorithms themselves live in models/patchcore/coreset.py and adrun.precision.
@@ -116,6 +123,8 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
             "precision": dict(self.precision_info),
             "phases": {name: round(seconds, 3) for name, seconds in self.phase_seconds.items()},
             "test_batches_reused": self._reused,
+            "predict_batches_reused": self._reused_predicted,
+            **({"search": dict(self.search_stats)} if self.search_stats else {}),
         }
 
     # ------------------------------------------------------------------ features
@@ -160,19 +169,32 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
             model.memory_bank, self.coreset_sampling_ratio, method=self.coreset, timer=self._add_seconds
         )
         self._scored.clear()
+        self._bank = None
 
     # ------------------------------------------------------------------ scoring
 
+    def _bank_search(self) -> Bank:
+        bank = self.model.memory_bank
+        if self._bank is None or self._bank.bank is not bank:
+            self._bank = Bank(bank)
+        return self._bank
+
+    def _nearest(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if embedding.device.type != "cpu":
+            return self.model.nearest_neighbors(embedding, n_neighbors=1)
+        if self.precision_info["used"] == "bf16":
+            return nearest_bf16(embedding, self._bank_search(), self.search_stats)
+        return nearest(embedding, self._bank_search())
+
     def _predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PatchcoreModel.forward in eval mode (the fast backbone, then anomalib's own search): pred_score and
-        anomaly_map."""
+        """PatchcoreModel.forward in eval mode (the fast backbone, then the search): pred_score and anomaly_map."""
         model = self.model
         if model.tiler or model.memory_bank.size(0) == 0:
             return model(images)._asdict()
         embedding, (width, height) = self._embedding(images)
         with self._phase("scoring"), torch.inference_mode():
             batch_size = images.shape[0]
-            patch_scores, locations = model.nearest_neighbors(embedding, n_neighbors=1)
+            patch_scores, locations = self._nearest(embedding)
             patch_scores = patch_scores.reshape((batch_size, -1))
             locations = locations.reshape((batch_size, -1))
             pred_score = model.compute_anomaly_score(patch_scores, locations, embedding)
@@ -182,36 +204,49 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
 
     @staticmethod
     def _key(images: torch.Tensor) -> tuple:
+        """One image's identity: its shape, dtype and a digest of its bytes."""
         data = images.detach().cpu().contiguous()
         digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
         return (tuple(data.shape), str(data.dtype), digest)
 
+    def _scored_batch(self, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The raw predictions kept for every image of this batch, or None if one is missing."""
+        found = [self._scored.get(self._key(image)) for image in images]
+        if not found or any(item is None for item in found):
+            return None
+        return {
+            "pred_score": torch.stack([item[0] for item in found if item is not None]),
+            "anomaly_map": torch.stack([item[1] for item in found if item is not None]),
+        }
+
     def validation_step(self, batch, *args, **kwargs):
         del args, kwargs
         predictions = self._predict(batch.image)
-        # Validation runs on the test set (same_as_test): keep the raw predictions, so
-        # the test step does not compute them again for the same images.
-        self._scored[self._key(batch.image)] = (predictions["pred_score"], predictions["anomaly_map"])
+        # Validation runs on the test set (same_as_test): keep the raw predictions per
+        # image, so test (and the sample grid's predict) do not compute them again.
+        for image, score, amap in zip(batch.image, predictions["pred_score"], predictions["anomaly_map"], strict=True):
+            self._scored[self._key(image)] = (score.clone(), amap.clone())
         return batch.update(**predictions)
 
     def test_step(self, batch, *args, **kwargs):
         del args, kwargs
-        cached = self._scored.pop(self._key(batch.image), None)
-        if cached is None:
+        predictions = self._scored_batch(batch.image)
+        if predictions is None:
             predictions = self._predict(batch.image)
         else:
             self._reused += 1
-            predictions = {"pred_score": cached[0].clone(), "anomaly_map": cached[1].clone()}
         return batch.update(**predictions)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         del batch_idx, dataloader_idx
-        return batch.update(**self._predict(batch.image))
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._scored.clear()
+        predictions = self._scored_batch(batch.image)
+        if predictions is None:
+            predictions = self._predict(batch.image)
+        else:
+            self._reused_predicted += 1
+        return batch.update(**predictions)
 
     def on_load_checkpoint(self, checkpoint) -> None:
         super().on_load_checkpoint(checkpoint)
         self._scored.clear()
+        self._bank = None
