@@ -73,7 +73,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         self.phase_seconds: dict[str, float] = {}
         self._scored: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._reused = 0
-        self._reused_predicted = 0
+        self.predict_batches_reused = 0  # the sample grid's, after the record's notes
         self._bank: Bank | None = None
         self.search_stats: dict[str, int] = {}
 
@@ -123,7 +123,6 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
             "precision": dict(self.precision_info),
             "phases": {name: round(seconds, 3) for name, seconds in self.phase_seconds.items()},
             "test_batches_reused": self._reused,
-            "predict_batches_reused": self._reused_predicted,
             **({"search": dict(self.search_stats)} if self.search_stats else {}),
         }
 
@@ -243,7 +242,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         if predictions is None:
             predictions = self._predict(batch.image)
         else:
-            self._reused_predicted += 1
+            self.predict_batches_reused += 1
         return batch.update(**predictions)
 
     def on_load_checkpoint(self, checkpoint) -> None:
