@@ -33,7 +33,9 @@ that provably cannot change, and from not looking at most rows at all:
   value is above ``tau`` it is the global argmax, since every cold row was at most
   ``tau`` when last brought up to date. When no hot row is above ``tau`` any more, the
   cold rows catch up on all centers picked since (the bound for many rows x many
-  centers as one GEMM, in cache-sized tiles; exact distances only for the few pairs it
+  centers as one GEMM per cache-sized tile, on every thread, with the threshold folded
+  into the GEMM as two more terms and the few hit rows found by a row maximum before any
+  index scan; exact distances only for the few pairs it
   cannot rule out, after a second, 65-number bound of the same kind), a new ``tau`` is
   set, and picking goes on. Ties: hot rows are kept in index order and ``max`` returns
   the first maximum, as stock's argmax over all N does.
@@ -178,11 +180,12 @@ def greedy_picks(features: torch.Tensor, start: int, coreset_size: int, stats: d
         catch_up_pairs=0,
         catch_up_s=0.0,
     )
+    threads = torch.get_num_threads()
     with _one_thread():
         min_distances = _first_picks(features, picks, coreset_size, rows, bound, counts)
         if len(picks) < coreset_size:
             assert bound is not None  # the first picks build it whenever picks remain
-            _HotCold(features, bound, min_distances, counts).run(picks, coreset_size)
+            _HotCold(features, bound, min_distances, counts, threads).run(picks, coreset_size)
     return picks
 
 
@@ -249,8 +252,11 @@ class _HotCold:
     picks so far.
     """
 
-    def __init__(self, features: torch.Tensor, bound: _LowerBound, min_distances: torch.Tensor, counts: dict):
+    def __init__(
+        self, features: torch.Tensor, bound: _LowerBound, min_distances: torch.Tensor, counts: dict, threads: int = 1
+    ):
         self.features = features
+        self.threads = threads  # for the catch-ups: few large GEMMs, where a second thread pays
         self.bound = bound
         self.md = min_distances
         self.counts = counts
@@ -320,9 +326,11 @@ class _HotCold:
         if len(centers) == 0:
             return
         began = time.perf_counter()
+        torch.set_num_threads(self.threads)
         try:
             self._apply(centers)
         finally:
+            torch.set_num_threads(1)
             self.counts["catch_ups"] += 1
             self.counts["catch_up_s"] += time.perf_counter() - began
 
@@ -333,18 +341,27 @@ class _HotCold:
         # with eta for the rounding of the GEMM form: 2 z(x).z(c) - |z(c)|^2 > thr(x).
         limit = md * bound.scale + bound.add
         thr = self.zz - limit * limit - self.eta
+        # One GEMM gives 2 z(x).z(c) - |z(c)|^2 - thr(x) for a whole tile: rows [2 z(x), thr(x), 1]
+        # against columns [z(c), -1, -|z(c)|^2]. Two more terms in the sum: its rounding stays
+        # far inside eta (19 terms of at most ~6 max|z|^2 in all: < 1e-5 max|z|^2).
+        rows_aug = torch.cat([2 * z, thr.unsqueeze(1), torch.ones_like(thr).unsqueeze(1)], dim=1)
         pair_rows, pair_centers = [], []
         for c_lo in range(0, len(centers), _TILE_CENTERS):
             block = centers[c_lo : c_lo + _TILE_CENTERS]
             zc = z.index_select(0, block)
-            zcc = self.zz.index_select(0, block).neg_().unsqueeze(0)
-            zc_t = zc.T.contiguous()
+            cols_aug = torch.cat(
+                [zc, torch.full_like(zc[:, :1], -1.0), self.zz.index_select(0, block).neg().unsqueeze(1)], dim=1
+            )
+            cols_t = cols_aug.T.contiguous()
             for lo in range(0, n, _TILE_ROWS):
                 hi = min(lo + _TILE_ROWS, n)
-                gram = torch.addmm(zcc, z[lo:hi], zc_t, alpha=2)
-                hits = torch.nonzero(gram > thr[lo:hi, None])
-                if len(hits):
-                    pair_rows.append(hits[:, 0] + lo)
+                gram = torch.mm(rows_aug[lo:hi], cols_t)
+                # Few rows have a hit: find them with a row maximum (vectorised), then
+                # look for the pairs in those rows only (nonzero is a slow scan on CPU).
+                rows = torch.nonzero(gram.amax(1) > 0).squeeze(1)
+                if len(rows):
+                    hits = torch.nonzero(gram.index_select(0, rows) > 0)
+                    pair_rows.append(rows[hits[:, 0]] + lo)
                     pair_centers.append(block[hits[:, 1]])
         if not pair_rows:
             return
