@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,6 +61,84 @@ def test_samples_pick_is_fixed_and_covers_every_defect():
         "/d/test/hole/000.png",
         "/d/test/stain/000.png",
     ]
+
+
+def _batch(paths, scores, maps=True):
+    import torch
+
+    return SimpleNamespace(
+        image_path=list(paths),
+        pred_score=torch.tensor(scores),
+        anomaly_map=torch.stack([torch.full((1, 4, 4), v) for v in scores]) if maps else None,
+    )
+
+
+class Rows:
+    """A test dataset of paths: what the grid's own predict pass loads."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return self.samples.image_path.iloc[index]
+
+    @staticmethod
+    def collate_fn(rows):
+        return rows
+
+
+def test_the_grid_shows_the_test_batches_as_post_processed_without_a_second_pass():
+    import pandas as pd
+
+    from adrun.samples import SampleCapture, predict_samples
+
+    paths = ["/d/test/good/001.png", "/d/test/hole/000.png", "/d/test/good/000.png", "/d/test/good/002.png"]
+    masks = ["", "/d/ground_truth/hole/000_mask.png", "", ""]
+    frame = pd.DataFrame({"image_path": paths, "label_index": [0, 1, 0, 0], "mask_path": masks})
+    datamodule = SimpleNamespace(test_data=SimpleNamespace(samples=frame))
+    trainer = SimpleNamespace(datamodule=datamodule)
+    cell = SimpleNamespace(label="m", eval_batch_size=8)
+    untested = SimpleNamespace(post_processor=None)  # no thresholds: no verdicts, no masks
+    captured = SampleCapture()
+    captured.on_test_epoch_start(trainer, None)
+    first = _batch(paths[:2], [0.1, 0.2])
+    captured.on_test_batch_end(trainer, None, None, first, 0)
+    first.pred_score *= 10  # the post-processor, a model callback, runs after the trainer's
+    captured.on_test_batch_start(trainer, None, None, 1)
+    captured.on_test_batch_end(trainer, None, None, _batch(paths[2:], [0.3, 0.4]), 1)
+    captured.on_test_epoch_end(trainer, None)
+    assert sorted(captured.outputs) == ["/d/test/good/000.png", "/d/test/good/001.png", "/d/test/hole/000.png"]
+    # engine=None: any engine.predict would raise; the items are the captured ones, in pick order.
+    items = predict_samples(None, untested, datamodule, cell, captured)
+    assert [(i["image_path"], round(i["score"], 6)) for i in items] == [
+        ("/d/test/good/000.png", 0.3),
+        ("/d/test/good/001.png", 1.0),
+        ("/d/test/hole/000.png", 2.0),
+    ]
+    assert items[2]["mask_path"] == masks[1] and items[0]["mask_path"] is None
+    assert items[1]["anomaly_map"].shape == (4, 4) and items[1]["anomalous"] is None
+
+    # A picked image the test did not see: the grid predicts the picked images itself.
+    class Engine:
+        def predict(self, model, dataloaders, return_predictions):
+            self.seen = [p for batch in dataloaders for p in batch]
+            return [_batch(picked, [0.5, 0.6, 0.7])]
+
+    captured.outputs.pop("/d/test/good/000.png")
+    picked = ["/d/test/good/000.png", "/d/test/good/001.png", "/d/test/hole/000.png"]
+    engine = Engine()
+    items = predict_samples(engine, untested, SimpleNamespace(test_data=Rows(frame)), cell, captured)
+    assert engine.seen == picked and [i["score"] for i in items] == pytest.approx([0.5, 0.6, 0.7])
+
+    # Image scores only (dfkde, ganomaly): a clear reason in the record, not a TypeError.
+    captured.on_test_epoch_start(trainer, None)
+    captured.on_test_batch_end(trainer, None, None, _batch(paths, [0.1, 0.2, 0.3, 0.4], maps=False), 0)
+    captured.on_test_epoch_end(trainer, None)
+    with pytest.raises(ValueError, match="m gives image scores only, no anomaly map to draw"):
+        predict_samples(None, untested, datamodule, cell, captured)
 
 
 def test_report_holds_tables_heatmap_grids_and_settings(reported):

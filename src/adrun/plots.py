@@ -41,9 +41,10 @@ def save_png(fig, path: Path, dpi: int = 120) -> None:
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     finally:
         plt.close(fig)
-    # RGB without alpha, optimised: the grids are inlined into report.html, so bytes count.
+    # RGB without alpha: the grids are inlined into report.html, so bytes count. Not
+    # optimize=True: on a sample grid it cost 0.3 s of CPU per figure for 1% fewer bytes.
     image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", optimize=True))
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
 
 
 # A column is 1.5 in wide; at 10 pt about this many characters fit under it.

@@ -275,22 +275,25 @@ def run_cell(
             from lightning.pytorch import seed_everything
 
             from adrun.per_image import TestScores
+            from adrun.samples import SampleCapture
 
             seed_everything(cell.seed, workers=True, verbose=False)
-            scores = TestScores(root)
+            scores, captured = TestScores(root), SampleCapture()
             datamodule, model, engine = _build(
-                cell, root, exp_dir, folder, track=True, devices=devices, callbacks=[scores]
+                cell, root, exp_dir, folder, track=True, devices=devices, callbacks=[scores, captured]
             )
             start = time.perf_counter()
             engine.fit(model=model, datamodule=datamodule)
             fit_s = time.perf_counter() - start
-            atomic_write(folder / CHECKPOINT, lambda tmp: engine.trainer.save_checkpoint(tmp))
+            # The weights, settings and loop counters: what test, predict and export load. No
+            # optimizer state (nothing resumes a fit), which is 2/3 of an Adam-trained checkpoint.
+            atomic_write(folder / CHECKPOINT, lambda tmp: engine.trainer.save_checkpoint(tmp, weights_only=True))
             start = time.perf_counter()
             results = engine.test(model=model, datamodule=datamodule, verbose=False)
             test_s = time.perf_counter() - start
             test_scores = scores.write(folder)
             runtime = model_notes(model)  # before the sample grid adds its own predictions
-            grid = sample_grid(engine, model, datamodule, cell, folder)
+            grid = sample_grid(engine, model, datamodule, cell, folder, captured)
             cost = timing(fit_s, test_s, _n_test(datamodule), memory.result())
             _track_timing(engine, cost)
         record.update(
@@ -333,16 +336,17 @@ def run_cell(
     return record
 
 
-def sample_grid(engine, model, datamodule, cell: Cell, folder: Path) -> dict[str, Any]:
+def sample_grid(engine, model, datamodule, cell: Cell, folder: Path, captured=None) -> dict[str, Any]:
     """Write ``samples.png`` for a tested cell; returns what ``note_samples`` puts in the record.
 
+    ``captured``: the ``SampleCapture`` that saw the test, so the grid needs no second pass.
     A grid that cannot be drawn is logged and noted, never a reason to lose the fit.
     """
     from adrun.samples import SAMPLES, write_samples
 
     start = time.perf_counter()
     try:
-        write_samples(engine, model, datamodule, cell, folder / SAMPLES)
+        write_samples(engine, model, datamodule, cell, folder / SAMPLES, captured)
     except Exception as exc:
         # Through logging, not _log_traceback: cell_log's handler still holds log.txt open.
         logging.getLogger("adrun").exception("sample grid failed")
@@ -449,14 +453,15 @@ def test_run(run: Path) -> dict[str, Any]:
     root = Path(record["data_root"])
     with cell_log(run):
         from adrun.per_image import TestScores
+        from adrun.samples import SampleCapture
 
-        scores = TestScores(root)
-        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, callbacks=[scores])
+        scores, captured = TestScores(root), SampleCapture()
+        datamodule, model, engine = _build(cell, root, exp_dir_of(run), run, callbacks=[scores, captured])
         start = time.perf_counter()
         results = engine.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         test_s = time.perf_counter() - start
         record["test_scores"] = scores.write(run)
-        grid = sample_grid(engine, model, datamodule, cell, run)
+        grid = sample_grid(engine, model, datamodule, cell, run, captured)
         n_test = _n_test(datamodule)
     record["metrics"] = _metrics(results, cell)
     record["metric_settings"] = _metric_settings(cell)

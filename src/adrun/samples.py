@@ -1,8 +1,10 @@
 """The sample grid of a tested cell: ``samples.png``.
 
 A fixed, deterministic set of test images (the first ``N_GOOD`` good ones and the first
-``N_PER_DEFECT`` of every defect type, by path) is run through the trained model with
-``engine.predict``: a few images, so it costs a second or two. For each image the grid
+``N_PER_DEFECT`` of every defect type, by path) is shown as ``engine.test`` scored it:
+``SampleCapture`` keeps those images' scores and maps from the test batches, so the grid
+costs no second pass through the model (``engine.predict`` is the fallback when nothing
+was captured). For each image the grid
 shows the image, its ground-truth outline, the anomaly map and the predicted mask,
 titled with the image score. The map's colours are in its real units (anomalib's
 normalised 0-1 after a validated fit, raw otherwise), with the threshold marked. The
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from lightning.pytorch import Callback
 
 SAMPLES = "samples.png"
 N_GOOD = 2
@@ -62,13 +66,56 @@ def thresholds(model) -> tuple[bool, float | None, float | None]:
     return False, (None if math.isnan(image) else image), (None if math.isnan(pixel) else pixel)
 
 
-def predict_samples(engine, model, datamodule, cell) -> list[dict]:
-    """Predict the picked test images with the trained model; one dict per image (numpy arrays)."""
+class SampleCapture(Callback):
+    """Keeps the picked images' scores and anomaly maps from ``engine.test``'s own batches.
+
+    Read when the next batch starts (and at epoch end), after anomalib's post-processor,
+    a model callback that Lightning runs after the trainer's, is done with the batch (as
+    ``per_image.TestScores``): the maps are the tested, normalised ones. Only the few
+    picked images are kept.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, tuple[float, Any]] = {}
+        self._wanted: set[str] = set()
+        self._pending = None
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.outputs, self._pending = {}, None
+        samples = getattr(getattr(trainer.datamodule, "test_data", None), "samples", None)
+        self._wanted = set(map(str, pick(samples).image_path)) if samples is not None else set()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._flush()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._pending = batch
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, None
+        if batch is None or batch.image_path is None or batch.pred_score is None:
+            return
+        for i, path in enumerate(batch.image_path):
+            if str(path) in self._wanted:
+                amap = None if batch.anomaly_map is None else batch.anomaly_map[i].detach().float().cpu().numpy()
+                self.outputs[str(path)] = (float(batch.pred_score[i]), amap)
+
+    def covers(self, picked: pd.DataFrame) -> bool:
+        return bool(len(picked)) and all(str(p) in self.outputs for p in picked.image_path)
+
+
+def predict_samples(engine, model, datamodule, cell, captured: SampleCapture | None = None) -> list[dict]:
+    """The picked test images as the trained model scores them; one dict per image (numpy arrays).
+
+    From ``captured`` (the test batches) when it holds every picked image, else by
+    ``engine.predict`` on them.
+    """
     from torch.utils.data import DataLoader
 
     picked = pick(datamodule.test_data.samples)
-    dataset = copy.copy(datamodule.test_data)  # shallow: only the samples table differs
-    dataset.samples = picked
     # Masks from the samples table: good images have none (the batch would hold placeholders).
     masks = {
         str(row.image_path): str(row.mask_path)
@@ -76,26 +123,40 @@ def predict_samples(engine, model, datamodule, cell) -> list[dict]:
         else None
         for row in picked.itertuples()
     }
-    loader = DataLoader(dataset, batch_size=cell.eval_batch_size, shuffle=False, collate_fn=dataset.collate_fn)
-    batches = engine.predict(model=model, dataloaders=loader, return_predictions=True) or []
+    if captured is not None and captured.covers(picked):
+        outputs = [(path, *captured.outputs[path]) for path in map(str, picked.image_path)]
+    else:
+        dataset = copy.copy(datamodule.test_data)  # shallow: only the samples table differs
+        dataset.samples = picked
+        loader = DataLoader(dataset, batch_size=cell.eval_batch_size, shuffle=False, collate_fn=dataset.collate_fn)
+        batches = engine.predict(model=model, dataloaders=loader, return_predictions=True) or []
+        outputs = [
+            (
+                str(path),
+                float(batch.pred_score[i]),
+                None if batch.anomaly_map is None else batch.anomaly_map[i].detach().float().cpu().numpy(),
+            )
+            for batch in batches
+            for i, path in enumerate(batch.image_path)
+        ]
     _, image_t, pixel_t = thresholds(model)
     items = []
-    for batch in batches:
-        for i, path in enumerate(batch.image_path):
-            score = float(batch.pred_score[i])
-            amap = batch.anomaly_map[i].detach().float().cpu().numpy().squeeze()
-            items.append(
-                {
-                    "image_path": str(path),
-                    "mask_path": masks.get(str(path)),
-                    "kind": Path(path).parent.name,
-                    "score": score,
-                    # anomalib's own rule (score > threshold); no threshold, no verdict.
-                    "anomalous": None if image_t is None else score > image_t,
-                    "anomaly_map": amap,
-                    "pred_mask": None if pixel_t is None else amap > pixel_t,
-                }
-            )
+    for path, score, raw_map in outputs:
+        if raw_map is None:
+            raise ValueError(f"{cell.label} gives image scores only, no anomaly map to draw")
+        amap = raw_map.squeeze()
+        items.append(
+            {
+                "image_path": path,
+                "mask_path": masks.get(path),
+                "kind": Path(path).parent.name,
+                "score": score,
+                # anomalib's own rule (score > threshold); no threshold, no verdict.
+                "anomalous": None if image_t is None else score > image_t,
+                "anomaly_map": amap,
+                "pred_mask": None if pixel_t is None else amap > pixel_t,
+            }
+        )
     # The dataset sorts its samples by path; show them in picking order (good first).
     order = {path: i for i, path in enumerate(map(str, picked.image_path))}
     return sorted(items, key=lambda item: order.get(item["image_path"], len(order)))
@@ -226,9 +287,9 @@ def describe(cell, normalized: bool, scale: tuple[float, float], pixel_threshold
     return title, note
 
 
-def write_samples(engine, model, datamodule, cell, target: Path) -> Path:
-    """Predict the fixed sample set and write the grid to ``target``."""
-    items = predict_samples(engine, model, datamodule, cell)
+def write_samples(engine, model, datamodule, cell, target: Path, captured: SampleCapture | None = None) -> Path:
+    """Write the grid of the fixed sample set to ``target``, from ``captured`` test batches where it can."""
+    items = predict_samples(engine, model, datamodule, cell, captured)
     normalized, _, pixel_t = thresholds(model)
     scale = map_scale(items, normalized)
     title, note = describe(cell, normalized, scale, pixel_t)
