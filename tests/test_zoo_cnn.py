@@ -1,0 +1,148 @@
+"""anomalib's CNN models beyond the first fifteen (csflow, ...): each through the real CLI, offline.
+
+Per model: its configs/zoo.yaml entry runs as a smoke cell on tile and records a pixel AUROC,
+a missing weights or data file stops the sweep with one line naming it (exit 2), and an
+untrained backbone builds without the network.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from functools import reduce
+
+import pytest
+import yaml
+from conftest import CONFIGS, run_path, write_yaml
+from typer.testing import CliRunner
+
+from adrun.cli import app
+from adrun.config import validate
+from adrun.errors import AdrunError
+from adrun.models import SPECS, spec
+
+ZOO = CONFIGS / "zoo.yaml"
+runner = CliRunner()
+
+
+def _zoo_raw(tmp_path, name: str, **update) -> dict:
+    """configs/zoo.yaml with only ``name``'s entry (updated), on tile, writing under tmp_path."""
+    raw = yaml.safe_load(ZOO.read_text())
+    raw["models"] = [{**m, **update} for m in raw["models"] if m["name"] == name]
+    assert len(raw["models"]) == 1, name
+    raw["output"] = str(tmp_path / "results")
+    raw["data"]["categories"] = ["tile"]
+    return raw
+
+
+def _smoke(tmp_path, name: str) -> dict:
+    config = write_yaml(tmp_path / "zoo.yaml", _zoo_raw(tmp_path, name))
+    result = runner.invoke(app, ["sweep", str(config), "--smoke"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((run_path(tmp_path / "results" / "smoke" / "zoo", name, "tile") / "record.json").read_text())
+    assert record["status"] == "success" and record["smoke"] is True, record["error"]
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0
+    return record
+
+
+def _refused(tmp_path, name: str, **update) -> str:
+    """The sweep's one-line refusal (exit 2, no traceback, no cell run) for ``name``'s zoo entry updated."""
+    config = write_yaml(tmp_path / "zoo.yaml", _zoo_raw(tmp_path, name, **update))
+    result = runner.invoke(app, ["sweep", str(config), "--smoke"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "results" / "smoke" / "zoo" / "runs").exists()
+    return result.output.strip()
+
+
+def _build(tmp_path, entry: dict):
+    cfg = validate({"name": "x", "models": [entry]}).models[0]
+    model = spec(cfg.name).build(cfg, tmp_path, False)
+    return model, lambda path: reduce(getattr, path.split("."), model)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network touched")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# --------------------------------------------------------------------------- csflow
+
+CSFLOW = {"name": "csflow", "image_size": 128, "cross_conv_hidden_channels": 16, "n_coupling_blocks": 1}
+# CS-Flow's EfficientNet-B5 stem conv, once built (anomalib's TimmFeatureExtractor over torchvision's net).
+CSFLOW_STEM = "model.feature_extractor.feature_extractor.feature_extractor.features.0.0"
+
+
+@pytest.mark.slow
+def test_csflow_smoke_cell_runs_on_tile_with_an_untrained_efficientnet(tmp_path):
+    record = _smoke(tmp_path, "csflow")
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": "untrained (pre_trained: false)"}
+
+
+def test_csflow_pretrained_without_the_cached_file_is_refused_naming_it(tmp_path):
+    from adrun.models.cfa import hub_file
+
+    line = _refused(tmp_path, "csflow", pre_trained=True)
+    assert line.startswith(f"adrun: error: csflow: torchvision's efficientnet_b5 weights are not at {hub_file('efficientnet_b5')[1]}; ")
+    assert "adrun fetch" in line and "set weights: FILE or pre_trained: false" in line
+
+
+def test_csflow_missing_weights_file_is_refused_naming_it(tmp_path):
+    missing = tmp_path / "b5.pth"
+    line = _refused(tmp_path, "csflow", pre_trained=True, weights=str(missing))
+    assert line == f"adrun: error: csflow: weights file {missing} does not exist; set weights: on that model entry"
+
+
+def test_csflow_pre_trained_false_builds_untrained_without_the_network(tmp_path, no_network):
+    from adrun.models.cfa import hub_file
+
+    entry = {**CSFLOW, "pre_trained": False}
+    _, at = _build(tmp_path, entry)
+    assert float(at(CSFLOW_STEM).weight.std()) > 0  # random init, not a constant
+    sources = SPECS["csflow"].sources
+    assert sources(validate({"name": "x", "models": [entry]}).models[0]) == {
+        "backbone": "untrained (pre_trained: false)"
+    }
+    assert sources(validate({"name": "x", "models": [CSFLOW]}).models[0]) == {
+        "backbone": f"torchvision efficientnet_b5 DEFAULT, file {hub_file('efficientnet_b5')[1]} (weights_only)"
+    }
+
+
+def test_csflow_loads_a_weights_file_and_the_cached_file_itself_with_weights_only(tmp_path, no_network):
+    import torch
+    import torchvision
+
+    from adrun.models.cfa import hub_file
+
+    state = torchvision.models.efficientnet_b5(weights=None).state_dict()
+    state["features.0.0.weight"] = torch.full_like(state["features.0.0.weight"], 0.125)
+    path = tmp_path / "b5.pth"
+    torch.save(state, path)
+    entry = {**CSFLOW, "weights": str(path)}
+    _, at = _build(tmp_path, entry)
+    assert float(at(CSFLOW_STEM).weight.flatten()[0]) == 0.125 and float(at(CSFLOW_STEM).weight.std()) == 0.0
+    assert SPECS["csflow"].sources(validate({"name": "x", "models": [entry]}).models[0]) == {
+        "backbone": f"file {path.resolve()}"
+    }
+    # pre_trained: true reads torchvision's own cache file, through adrun's weights_only loader.
+    cached = hub_file("efficientnet_b5")[1]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"features.0.0.weight": object()}, cached)  # a pickle, not a state dict: refused
+    with pytest.raises(AdrunError, match="cannot be read"):
+        _build(tmp_path, CSFLOW)
+    state["features.0.0.weight"] = torch.full_like(state["features.0.0.weight"], 0.25)
+    torch.save(state, cached)
+    _, at = _build(tmp_path, CSFLOW)
+    assert float(at(CSFLOW_STEM).weight.flatten()[0]) == 0.25
+
+
+@pytest.mark.parametrize("size", [64, 160])
+def test_csflow_refuses_an_image_size_its_scales_do_not_fit(size):
+    from adrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="image_size: must be"):
+        validate({"name": "x", "models": [{"name": "csflow", "image_size": size}]})
