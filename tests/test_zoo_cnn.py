@@ -146,3 +146,88 @@ def test_csflow_refuses_an_image_size_its_scales_do_not_fit(size):
 
     with pytest.raises(ConfigError, match="image_size: must be"):
         validate({"name": "x", "models": [{"name": "csflow", "image_size": size}]})
+
+
+# --------------------------------------------------------------------------- dsr
+
+DSR = {"name": "dsr", "image_size": 64}
+
+
+def _vq_file(tmp_path, value=0.125):
+    import torch
+    from anomalib.models.image.dsr.torch_model import DiscreteLatentModel
+
+    net = DiscreteLatentModel(
+        num_hiddens=128, num_residual_layers=2, num_residual_hiddens=64, num_embeddings=4096, embedding_dim=128
+    )
+    state = net.state_dict()
+    key = next(k for k in state if k.endswith("weight"))
+    state[key] = torch.full_like(state[key], value)
+    path = tmp_path / "vq_model_pretrained_128_4096.pckl"
+    torch.save(state, path)
+    return path, key
+
+
+@pytest.mark.slow
+def test_dsr_smoke_cell_runs_on_tile_with_a_random_vq_model(tmp_path):
+    record = _smoke(tmp_path, "dsr")
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"vq_model": "random (smoke only)"}
+
+
+def test_dsr_without_the_cached_vq_model_is_refused_naming_the_file_and_where_to_get_it(tmp_path):
+    from adrun.models.dsr import VQ_URL, cached_file
+
+    line = _refused(tmp_path, "dsr", vq_model="auto")
+    assert line.startswith(
+        "adrun: error: dsr: DSR's pretrained VQ model vq_model_pretrained_128_4096.pckl is not in anomalib's cache "
+        f"{cached_file().parent} (anomalib would download it from {VQ_URL}); "
+    )
+    assert "adrun fetch" in line and "set vq_model: FILE, or vq_model: random for smoke runs only" in line
+    # `adrun fetch` would download exactly that file there; nothing is downloaded here.
+    cfg = validate({"name": "x", "models": [{"name": "dsr"}]}).models[0]
+    [download] = SPECS["dsr"].downloads(cfg)
+    assert (download.name, download.target, download.present) == (
+        "vq_model_pretrained_128_4096.pckl",
+        cached_file().parent,
+        False,
+    )
+
+
+def test_dsr_missing_or_pickled_vq_file_is_refused_naming_it(tmp_path):
+    import torch
+
+    missing = tmp_path / "vq.pckl"
+    line = _refused(tmp_path, "dsr", vq_model=str(missing))
+    assert line == (
+        f"adrun: error: dsr: DSR's VQ model file {missing} does not exist; set vq_model: on that model entry"
+    )
+    torch.save({"weight": object()}, missing)  # needs unpickling: refused, never loaded
+    line = _refused(tmp_path, "dsr", vq_model=str(missing))
+    assert line.startswith(f"adrun: error: dsr: DSR's VQ model file {missing} cannot be read (UnpicklingError")
+    assert "adrun reads it with weights_only=True and never unpickles" in line
+
+
+def test_dsr_random_vq_model_builds_offline_and_never_downloads(tmp_path, no_network):
+    entry = {**DSR, "vq_model": "random"}
+    model, _ = _build(tmp_path, entry)
+    assert model.vq_state is None
+    with pytest.raises(RuntimeError, match="never downloads"):
+        model.prepare_pretrained_model()
+    cfg = validate({"name": "x", "models": [entry]}).models[0]
+    assert SPECS["dsr"].downloads(cfg) == []
+    assert SPECS["dsr"].sources(cfg) == {"vq_model": "random (smoke only)"}
+    assert "fit for smoke tests only" in SPECS["dsr"].notes(cfg)[0]
+
+
+def test_dsr_vq_file_is_read_weights_only_and_loaded_when_training_starts(tmp_path, no_network):
+    path, key = _vq_file(tmp_path)
+    entry = {**DSR, "vq_model": str(path)}
+    model, at = _build(tmp_path, entry)
+    weight = at(f"model.discrete_latent_model.{key}")
+    assert float(weight.std()) > 0  # still the random init until training starts
+    model.on_train_start()
+    assert float(weight.flatten()[0]) == 0.125 and float(weight.std()) == 0.0
+    cfg = validate({"name": "x", "models": [entry]}).models[0]
+    assert SPECS["dsr"].sources(cfg) == {"vq_model": f"file {path.resolve()} (weights_only)"}
+    assert SPECS["dsr"].checks(cfg, "dsr", None)["vq_model"].ok
