@@ -231,3 +231,69 @@ def test_dsr_vq_file_is_read_weights_only_and_loaded_when_training_starts(tmp_pa
     cfg = validate({"name": "x", "models": [entry]}).models[0]
     assert SPECS["dsr"].sources(cfg) == {"vq_model": f"file {path.resolve()} (weights_only)"}
     assert SPECS["dsr"].checks(cfg, "dsr", None)["vq_model"].ok
+
+
+# --------------------------------------------------------------------------- glass
+
+GLASS = {
+    "name": "glass",
+    "backbone": "resnet18",
+    "image_size": 64,
+    "pretrain_embed_dim": 64,
+    "target_embed_dim": 64,
+    "discriminator_hidden": 64,
+}
+GLASS_CONV1 = "model.forward_modules.feature_aggregator.feature_extractor.conv1"
+
+
+@pytest.mark.slow
+def test_glass_smoke_cell_runs_on_tile_without_textures(tmp_path):
+    record = _smoke(tmp_path, "glass")
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": "untrained (pre_trained: false)", "textures": "none (Perlin noise)"}
+
+
+def test_glass_missing_textures_or_weights_are_refused_naming_them(tmp_path):
+    missing = tmp_path / "dtd"
+    line = _refused(tmp_path, "glass", anomaly_source_path=str(missing))
+    assert line.startswith(
+        f"adrun: error: glass: anomaly_source_path {missing} does not exist (anomalib would download DTD into it); "
+    )
+    assert line.endswith("or set anomaly_source_path: null (Perlin noise only) on that model entry")
+    weights = tmp_path / "r18.pth"
+    line = _refused(tmp_path, "glass", pre_trained=True, weights=str(weights))
+    assert line == f"adrun: error: glass: weights file {weights} does not exist; set weights: on that model entry"
+    line = _refused(tmp_path, "glass", pre_trained=True)
+    assert line.startswith("adrun: error: glass: timm's pretrained weights for resnet18 are not in the Hugging Face")
+    cfg = validate({"name": "x", "models": [{**GLASS, "anomaly_source_path": str(missing)}]}).models[0]
+    assert [(d.kind, d.target, d.present) for d in SPECS["glass"].downloads(cfg)] == [
+        ("backbone", SPECS["glass"].downloads(cfg)[0].target, False),
+        ("textures", missing, False),
+    ]
+
+
+def test_glass_pre_trained_false_builds_a_frozen_untrained_backbone_without_the_network(tmp_path, no_network):
+    model, at = _build(tmp_path, {**GLASS, "pre_trained": False})
+    conv1 = at(GLASS_CONV1)
+    assert float(conv1.weight.std()) > 0  # random init, not a constant
+    # anomalib's frozen-backbone path: its pre_trained=False one (train the backbone) fails in 2.7.
+    # (anomalib runs a pre_trained backbone under no_grad and gives it no optimizer.)
+    assert model.pre_trained is True and model.model.pre_trained is True
+    assert len(model.configure_optimizers()) == 2  # discriminator and projection, no backbone
+
+
+def test_glass_loads_a_weights_file_without_the_network(tmp_path, no_network):
+    import timm
+    import torch
+
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    state["conv1.weight"] = torch.full_like(state["conv1.weight"], 0.125)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    entry = {**GLASS, "weights": str(path)}
+    _, at = _build(tmp_path, entry)
+    assert float(at(GLASS_CONV1).weight.flatten()[0]) == 0.125 and float(at(GLASS_CONV1).weight.std()) == 0.0
+    assert SPECS["glass"].sources(validate({"name": "x", "models": [entry]}).models[0]) == {
+        "backbone": f"file {path.resolve()}",
+        "textures": "none (Perlin noise)",
+    }
