@@ -297,3 +297,52 @@ def test_glass_loads_a_weights_file_without_the_network(tmp_path, no_network):
         "backbone": f"file {path.resolve()}",
         "textures": "none (Perlin noise)",
     }
+
+
+# --------------------------------------------------------------------------- uninet
+
+UNINET = {"name": "uninet", "student_backbone": "resnet50", "teacher_backbone": "resnet50", "image_size": 64}
+
+
+@pytest.mark.slow
+def test_uninet_smoke_cell_runs_on_tile_with_untrained_resnet50_teachers(tmp_path):
+    record = _smoke(tmp_path, "uninet")
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": "untrained (pre_trained: false)"}
+
+
+def test_uninet_missing_teacher_weights_are_refused_naming_the_file(tmp_path):
+    from adrun.models.cfa import hub_file
+
+    line = _refused(tmp_path, "uninet", pre_trained=True)
+    assert line.startswith(f"adrun: error: uninet: torchvision's resnet50 weights are not at {hub_file('resnet50')[1]}; ")
+    missing = tmp_path / "r50.pth"
+    line = _refused(tmp_path, "uninet", pre_trained=True, weights=str(missing))
+    assert line == f"adrun: error: uninet: weights file {missing} does not exist; set weights: on that model entry"
+
+
+def test_uninet_teachers_build_untrained_or_from_a_file_without_the_network(tmp_path, no_network):
+    import torch
+    import torchvision
+
+    _, at = _build(tmp_path, {**UNINET, "pre_trained": False})
+    assert float(at("model.teachers.source_teacher.conv1").weight.std()) > 0  # random init
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    state["conv1.weight"] = torch.full_like(state["conv1.weight"], 0.125)
+    path = tmp_path / "r50.pth"
+    torch.save(state, path)
+    entry = {**UNINET, "weights": str(path)}
+    _, at = _build(tmp_path, entry)
+    for teacher in ("source_teacher", "target_teacher"):
+        weight = at(f"model.teachers.{teacher}.conv1").weight
+        assert float(weight.flatten()[0]) == 0.125 and float(weight.std()) == 0.0
+    assert SPECS["uninet"].sources(validate({"name": "x", "models": [entry]}).models[0]) == {
+        "backbone": f"file {path.resolve()}"
+    }
+
+
+def test_uninet_refuses_a_teacher_its_bottleneck_does_not_fit():
+    from adrun.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher_backbone"):
+        validate({"name": "x", "models": [{"name": "uninet", "teacher_backbone": "resnet18"}]})
