@@ -8,6 +8,7 @@ untrained backbone builds without the network.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from functools import reduce
 
@@ -346,3 +347,56 @@ def test_uninet_refuses_a_teacher_its_bottleneck_does_not_fit():
 
     with pytest.raises(ConfigError, match="teacher_backbone"):
         validate({"name": "x", "models": [{"name": "uninet", "teacher_backbone": "resnet18"}]})
+
+
+# --------------------------------------------------------------------------- mh_patchcore
+
+MH = {"name": "mh_patchcore", "backbone": "resnet18", "image_size": 224}
+
+
+@pytest.mark.slow
+def test_mh_patchcore_smoke_cell_runs_its_three_passes_on_tile(tmp_path):
+    """--smoke's max_steps would stop the fit before its memory-bank pass; the record shows it ran through."""
+    record = _smoke(tmp_path, "mh_patchcore")
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": "untrained (pre_trained: false)"}
+
+
+def test_mh_patchcore_missing_weights_are_refused_naming_them(tmp_path):
+    line = _refused(tmp_path, "mh_patchcore", pre_trained=True)
+    assert line.startswith("adrun: error: mh_patchcore: timm's pretrained weights for resnet18 are not in the Hugging")
+    missing = tmp_path / "r18.pth"
+    line = _refused(tmp_path, "mh_patchcore", pre_trained=True, weights=str(missing))
+    assert line.startswith(f"adrun: error: mh_patchcore: weights file {missing} ")
+
+
+def test_mh_patchcore_builds_untrained_or_from_a_file_without_the_network(tmp_path, no_network):
+    import timm
+    import torch
+
+    model, at = _build(tmp_path, {**MH, "pre_trained": False})
+    conv1 = "model.feature_extractor.feature_extractor.conv1"
+    assert float(at(conv1).weight.std()) > 0  # random init
+    # Its three fitting passes are not cut by a step limit (--smoke's max_steps).
+    assert model.trainer_arguments["max_epochs"] == 3 and model.trainer_arguments["max_steps"] == -1
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    state["conv1.weight"] = torch.full_like(state["conv1.weight"], 0.125)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    _, at = _build(tmp_path, {**MH, "weights": str(path)})
+    assert float(at(conv1).weight.flatten()[0]) == 0.125 and float(at(conv1).weight.std()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({**MH, "image_size": 128}, "models.0.image_size: must be at least 224"),
+        ({**MH, "pre_trained": False, "trainer": {"max_epochs": 2}}, "mh_patchcore trains 3 epoch(s)"),
+    ],
+)
+def test_mh_patchcore_refuses_a_size_below_its_crop_and_a_changed_epoch_count(tmp_path, entry, message):
+    from adrun.sweep import plan
+
+    raw = {"name": "x", "output": str(tmp_path), "models": [entry], "data": {"format": "synthetic", "categories": ["tile"]}}
+    with pytest.raises(AdrunError, match=re.escape(message)):
+        plan(validate(raw))
