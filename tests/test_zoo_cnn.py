@@ -88,7 +88,9 @@ def test_csflow_pretrained_without_the_cached_file_is_refused_naming_it(tmp_path
     from adrun.models.cfa import hub_file
 
     line = _refused(tmp_path, "csflow", pre_trained=True)
-    assert line.startswith(f"adrun: error: csflow: torchvision's efficientnet_b5 weights are not at {hub_file('efficientnet_b5')[1]}; ")
+    assert line.startswith(
+        f"adrun: error: csflow: torchvision's efficientnet_b5 weights are not at {hub_file('efficientnet_b5')[1]}; "
+    )
     assert "adrun fetch" in line and "set weights: FILE or pre_trained: false" in line
 
 
@@ -316,7 +318,9 @@ def test_uninet_missing_teacher_weights_are_refused_naming_the_file(tmp_path):
     from adrun.models.cfa import hub_file
 
     line = _refused(tmp_path, "uninet", pre_trained=True)
-    assert line.startswith(f"adrun: error: uninet: torchvision's resnet50 weights are not at {hub_file('resnet50')[1]}; ")
+    assert line.startswith(
+        f"adrun: error: uninet: torchvision's resnet50 weights are not at {hub_file('resnet50')[1]}; "
+    )
     missing = tmp_path / "r50.pth"
     line = _refused(tmp_path, "uninet", pre_trained=True, weights=str(missing))
     assert line == f"adrun: error: uninet: weights file {missing} does not exist; set weights: on that model entry"
@@ -397,6 +401,11 @@ def test_mh_patchcore_builds_untrained_or_from_a_file_without_the_network(tmp_pa
 def test_mh_patchcore_refuses_a_size_below_its_crop_and_a_changed_epoch_count(tmp_path, entry, message):
     from adrun.sweep import plan
 
-    raw = {"name": "x", "output": str(tmp_path), "models": [entry], "data": {"format": "synthetic", "categories": ["tile"]}}
+    raw = {
+        "name": "x",
+        "output": str(tmp_path),
+        "models": [entry],
+        "data": {"format": "synthetic", "categories": ["tile"]},
+    }
     with pytest.raises(AdrunError, match=re.escape(message)):
         plan(validate(raw))

@@ -65,7 +65,7 @@ class CsflowSpec(cfa.CfaSpec):
 
     name = "csflow"
     anomalib_class = "anomalib.models.Csflow"
-    config = CsflowConfig
+    config = CsflowConfig  # type: ignore[assignment]  # CFA's methods read only backbone, pre_trained, weights
     summary = "cross-scale normalizing flow on EfficientNet-B5 features (Rudolph et al. 2022)"
     weights = cfa.CfaSpec.weights
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from anomalib.models import Dsr
 from torchvision.transforms.v2 import Normalize
 
 from adrun.models.base import MetricsFromConfig
 
+if TYPE_CHECKING:
+    import torch
 
-class AdrunDsr(MetricsFromConfig, Dsr):
+
+class AdrunDsr(MetricsFromConfig, Dsr):  # type: ignore[misc]  # anomalib's own to_onnx clash
     # The VQ model's state dict the spec read (None: keep the random init). Set after construction.
     vq_state: dict | None = None
 
@@ -26,4 +30,5 @@ class AdrunDsr(MetricsFromConfig, Dsr):
             msg = "Transforms for DSR should not contain Normalize."
             raise ValueError(msg)
         if self.vq_state is not None:
-            self.model.discrete_latent_model.load_state_dict(self.vq_state)
+            discrete = cast("torch.nn.Module", self.model.discrete_latent_model)
+            discrete.load_state_dict(self.vq_state)

@@ -1,4 +1,4 @@
-"""GLASS (anomalib's ``Glass``): a discriminator over backbone patch features, trained on global and local synthetic anomalies.
+"""GLASS (anomalib's ``Glass``): a patch discriminator trained on global and local synthetic anomalies.
 
 Its local anomalies are Perlin masks filled from texture images (DTD, like DRAEM):
 ``anomaly_source_path``; null (anomalib's default) uses Perlin noise alone. anomalib

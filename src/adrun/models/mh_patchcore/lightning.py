@@ -9,7 +9,7 @@ from anomalib.models import MHPatchcore
 from adrun.models.base import MetricsFromConfig
 
 
-class AdrunMHPatchcore(MetricsFromConfig, MHPatchcore):
+class AdrunMHPatchcore(MetricsFromConfig, MHPatchcore):  # type: ignore[misc]  # anomalib's own to_onnx clash
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         # Each epoch is one fitting pass (PCA, covariance, memory bank): a max_steps limit

@@ -1,4 +1,4 @@
-"""UniNet (anomalib's ``UniNet``): a contrastive student-teacher pair over torchvision teachers and a ResNet decoder student.
+"""UniNet (anomalib's ``UniNet``): a contrastive student-teacher pair; torchvision teachers, a ResNet decoder student.
 
 anomalib builds both teachers (source and target) with torchvision's DEFAULT weights, which
 torchvision loads from its hub cache with an unpickling ``torch.load``. As for CFA, adrun
@@ -72,11 +72,11 @@ def torchvision_teachers(loaded: dict | None) -> Iterator[None]:
             net.load_state_dict(loaded)
         return create_feature_extractor(net, return_nodes=["layer3", "layer2", "layer1"])
 
-    torch_model.Teachers._get_teacher = staticmethod(get_teacher)
+    torch_model.Teachers._get_teacher = staticmethod(get_teacher)  # type: ignore[method-assign]
     try:
         yield
     finally:
-        torch_model.Teachers._get_teacher = original
+        torch_model.Teachers._get_teacher = original  # type: ignore[method-assign]
 
 
 class UninetSpec(cfa.CfaSpec):
@@ -84,7 +84,7 @@ class UninetSpec(cfa.CfaSpec):
 
     name = "uninet"
     anomalib_class = "anomalib.models.UniNet"
-    config = UninetConfig
+    config = UninetConfig  # type: ignore[assignment]  # CFA's methods read only backbone, pre_trained, weights
     summary = "contrastive student-teacher with a bottleneck (Wei et al. 2025); torchvision teachers"
     weights = cfa.CfaSpec.weights
 
