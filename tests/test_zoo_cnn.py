@@ -254,6 +254,10 @@ def test_glass_smoke_cell_runs_on_tile_without_textures(tmp_path):
     record = _smoke(tmp_path, "glass")
     assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
     assert record["weights"] == {"backbone": "untrained (pre_trained: false)", "textures": "none (Perlin noise)"}
+    # anomalib's published GLASS numbers beside it (scripts/make_references.py, glass/README.md).
+    result = runner.invoke(app, ["table", str(tmp_path / "results" / "smoke" / "zoo"), "--compare", "anomalib"])
+    assert result.exit_code == 0, result.output
+    assert f"| tile | {record['metrics']['pixel_AUROC']:.3f} | 0.992 |" in result.output
 
 
 def test_glass_missing_textures_or_weights_are_refused_naming_them(tmp_path):
@@ -409,3 +413,25 @@ def test_mh_patchcore_refuses_a_size_below_its_crop_and_a_changed_epoch_count(tm
     }
     with pytest.raises(AdrunError, match=re.escape(message)):
         plan(validate(raw))
+
+
+# --------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize(
+    ("entry", "variant"),
+    [
+        ({"name": "csflow", "image_size": 256}, "EfficientNet-B5 256 px"),
+        ({"name": "glass"}, "Wide ResNet-50"),
+        ({"name": "uninet"}, "UniNet"),
+        ({"name": "mh_patchcore"}, "MH-PatchCore"),
+    ],
+)
+def test_compare_anomalib_picks_the_published_rows_for_each_new_models_defaults(entry, variant):
+    """Their READMEs' MVTec AD tables are already parsed by scripts/make_references.py; DSR's README has none."""
+    from adrun import compare
+
+    ref = compare.load("anomalib")
+    config = validate({"name": "x", "models": [entry]}).models[0].model_dump(mode="json")
+    assert compare.pick_variant(ref, entry["name"], config, "image_AUROC") == (variant, True)
+    assert compare.pick_variant(ref, "dsr", {}, "image_AUROC") == (None, False)
