@@ -1,0 +1,152 @@
+"""The ViT and CLIP models of anomalib's zoo: weights that cannot exist offline are named, checked and fetched.
+
+Each runnable model runs through the real CLI on one tiny synthetic category with an
+untrained encoder (smoke quality) and with a weights file the test writes itself; a
+missing encoder is refused before anything is built, in one line that names the file,
+without touching the network; ``adrun fetch`` plans timm's own download (faked here).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from conftest import tiny_raw, write_yaml
+from typer.testing import CliRunner
+
+from adrun.cli import app
+
+# name -> (tiny entry, the timm encoder, its Hugging Face repo, the record's provenance key)
+VIT = {
+    "anomaly_dino": (
+        {"name": "anomaly_dino", "image_size": 56},
+        "vit_small_patch14_dinov2",
+        "timm/vit_small_patch14_dinov2.lvd142m",
+    ),
+}
+
+
+def _config(tmp_path, entry):
+    raw = tiny_raw(tmp_path / "results")
+    raw["models"] = [entry]
+    return write_yaml(tmp_path / "vit.yaml", raw)
+
+
+def _no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network touched")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _records(tmp_path):
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").glob("tiny/runs/*/*/seed-*/record.json"))]
+
+
+def _encoder_file(tmp_path, encoder, value=0.125):
+    """A state dict of the untrained timm encoder, its class token set to ``value`` (to see it loaded)."""
+    import timm
+    import torch
+
+    state = timm.create_model(encoder, pretrained=False, dynamic_img_size=True).state_dict()
+    state["cls_token"] = torch.full_like(state["cls_token"], value)
+    path = tmp_path / f"{encoder}.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_an_untrained_encoder_runs_the_model_offline_with_a_note(tmp_path, monkeypatch, name):
+    entry, encoder, _ = VIT[name]
+    _no_network(monkeypatch)
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {**entry, "pre_trained": False}))])
+    assert result.exit_code == 0, result.output
+    assert f"uses an untrained {encoder} (pre_trained: false)" in " ".join(result.output.split())
+    [record] = _records(tmp_path)
+    assert record["status"] == "success", record["error"]
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": f"untrained {encoder} (pre_trained: false)"}
+
+
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_a_weights_file_is_loaded_by_adrun_not_by_anomalib_or_timm(tmp_path, monkeypatch, name):
+    from functools import reduce
+
+    from adrun.config import validate
+    from adrun.models import SPECS
+
+    entry, encoder, _ = VIT[name]
+    path = _encoder_file(tmp_path, encoder)
+    _no_network(monkeypatch)
+    cfg = validate({"name": "x", "models": [{**entry, "weights": str(path)}]}).models[0]
+    model = SPECS[name].build(cfg, tmp_path, False)
+    vit = reduce(getattr, f"{SPECS[name].encoder_at}.feature_extractor".split("."), model)
+    assert float(vit.cls_token.detach().flatten()[0]) == 0.125 and float(vit.cls_token.detach().std()) == 0.0
+    assert SPECS[name].sources(cfg) == {"backbone": f"file {path.resolve()}"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_a_run_from_a_weights_file_names_it_in_the_record(tmp_path, name):
+    entry, encoder, _ = VIT[name]
+    path = _encoder_file(tmp_path, encoder)
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {**entry, "weights": str(path)}))])
+    assert result.exit_code == 0, result.output
+    [record] = _records(tmp_path)
+    assert record["status"] == "success", record["error"]
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0
+    assert record["weights"] == {"backbone": f"file {path.resolve()}"}
+
+
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_a_missing_encoder_is_refused_in_one_line_naming_the_file_without_the_network(tmp_path, monkeypatch, name):
+    entry, encoder, repo = VIT[name]
+    _no_network(monkeypatch)
+    config = _config(tmp_path, entry)
+    result = CliRunner().invoke(app, ["sweep", str(config)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    line = " ".join(result.output.split())
+    assert f"model.safetensors of Hugging Face repo {repo}" in line
+    assert f"hub/models--{repo.replace('/', '--')};" in line  # timm's cache folder of that repo
+    assert f"run `adrun fetch {config}`" in line
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_a_weights_file_of_another_architecture_is_refused_before_the_run(tmp_path, name):
+    entry, _, _ = VIT[name]
+    path = _encoder_file(tmp_path, "vit_base_patch14_dinov2")
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {**entry, "weights": str(path)}))])
+    assert result.exit_code == 2, result.output
+    assert "does not fit encoder" in result.output and "shape mismatch" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", sorted(VIT))
+def test_fetch_plans_timms_own_download_of_the_encoder(tmp_path, monkeypatch, name):
+    import timm
+
+    entry, encoder, _ = VIT[name]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append((a, k)))
+    result = CliRunner().invoke(app, ["fetch", str(_config(tmp_path, entry))])
+    assert result.exit_code == 0, result.output
+    assert calls == [((encoder,), {"pretrained": True})]
+    assert f"get  backbone {encoder} -> " in result.output and "hub" in result.output
+
+
+def test_adrun_models_names_each_vit_models_weights():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    text = result.output
+    for name, (_, _, repo) in VIT.items():
+        block = text[text.index(f"{name}  (") :].split("\n\n")[0]
+        weights = next(line for line in block.splitlines() if line.strip().startswith("weights:"))
+        assert f"model.safetensors of {repo}" in weights, weights
+        assert "offline: with pre_trained: false" in " ".join(block.split())
