@@ -159,6 +159,7 @@ def test_fetch_plans_timms_own_download_of_the_encoder(tmp_path, monkeypatch, na
 WEIGHTS = {
     "anomaly_dino": "model.safetensors of timm/vit_small_patch14_dinov2.lvd142m",
     "dinomaly": "model.safetensors of timm/vit_base_patch14_reg4_dinov2.lvd142m",
+    "winclip": "open_clip ViT-B-16-plus-240 (laion400m_e31): vit_b_16_plus_240-laion400m_e31-8fb26589.pt in ~/.cache/clip",
 }
 
 
@@ -170,4 +171,115 @@ def test_adrun_models_names_each_vit_models_weights():
         block = " ".join(text[text.index(f"{name}  (") :].split("\n\n")[0].split())
         weights = block[block.index(" weights: ") : block.index(" offline: ")]
         assert expected in weights, weights
-        assert block[block.index(" offline: ") :].startswith(" offline: with pre_trained: false"), block
+        assert block[block.index(" offline: ") :].startswith(" offline: with pre_trained: false ("), block
+
+
+# --------------------------------------------------------------------------- WinCLIP (open_clip)
+
+# One 13 x 13 window per image position (9 in all) instead of anomalib's 365: WinCLIP's
+# cost on CPU is one vision-tower pass per window.
+WINCLIP = {"name": "winclip", "scales": [13]}
+
+
+def _clip_file(path, value=0.125):
+    """open_clip's ViT-B-16-plus-240 state dict, untrained, in float16 (half the 800 MB), logit_scale set."""
+    import open_clip
+    import torch
+
+    from adrun.models.winclip import MODEL
+
+    state = open_clip.create_model(MODEL, pretrained=None).state_dict()
+    state = {k: v.half() for k, v in state.items()}
+    state["logit_scale"] = torch.full_like(state["logit_scale"], value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.slow
+def test_winclip_runs_zero_shot_with_a_random_clip_offline(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {**WINCLIP, "pre_trained": False}))])
+    assert result.exit_code == 0, result.output
+    assert "uses a random ViT-B-16-plus-240 (pre_trained: false)" in " ".join(result.output.split())
+    [record] = _records(tmp_path)
+    assert record["status"] == "success", record["error"]
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0
+    assert 0.0 <= record["metrics"]["pixel_AUROC"] <= 1.0
+    assert record["weights"] == {"clip": "random ViT-B-16-plus-240 (pre_trained: false)"}
+
+
+@pytest.mark.slow
+def test_winclip_loads_open_clips_cached_file_itself_and_names_it(tmp_path, monkeypatch):
+    """The file open_clip would unpickle is read by adrun with weights_only, from ~/.cache/clip or weights: FILE."""
+    from adrun.config import validate
+    from adrun.models import SPECS
+    from adrun.models.winclip import FILE, cache_dir
+
+    cached = _clip_file(cache_dir() / FILE)
+    _no_network(monkeypatch)
+    cfg = validate({"name": "x", "models": [{**WINCLIP, "weights": str(cached)}]}).models[0]
+    model = SPECS["winclip"].build(cfg, tmp_path, False)
+    assert float(model.model.clip.logit_scale.detach()) == 0.125
+    assert SPECS["winclip"].sources(cfg) == {"clip": f"file {cached.resolve()}"}
+
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, WINCLIP))])
+    assert result.exit_code == 0, result.output
+    [record] = _records(tmp_path)
+    assert record["status"] == "success", record["error"]
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0
+    assert record["weights"] == {"clip": f"open_clip ViT-B-16-plus-240 laion400m_e31, file {cached.resolve()}"}
+
+
+def test_winclip_without_clips_weights_is_refused_in_one_line_naming_the_file(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    config = _config(tmp_path, WINCLIP)
+    result = CliRunner().invoke(app, ["sweep", str(config)])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    line = " ".join(result.output.split())
+    assert "WinCLIP's CLIP weights vit_b_16_plus_240-laion400m_e31-8fb26589.pt are not in " in line
+    assert "/.cache/clip; run `adrun fetch" in line
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+def test_winclip_refuses_a_file_that_is_not_its_clip(tmp_path):
+    import torch
+
+    path = tmp_path / "other.pth"
+    torch.save({"visual.conv1.weight": torch.zeros(3, 3)}, path)
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {**WINCLIP, "weights": str(path)}))])
+    assert result.exit_code == 2, result.output
+    assert "does not fit open_clip's ViT-B-16-plus-240" in " ".join(result.output.split())
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"image_size": 224}, "WinCLIP runs at 240 px only"),
+        ({"scales": [16]}, "each scale must be between 1 and 15"),
+        ({"k_shot": -1}, "k_shot"),
+    ],
+)
+def test_winclip_config_rules(entry, message):
+    from adrun.config import validate
+    from adrun.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate({"name": "x", "models": [{**WINCLIP, **entry}]})
+    assert message in str(caught.value)
+
+
+def test_fetch_plans_open_clips_own_download_of_winclips_file(tmp_path, monkeypatch):
+    import open_clip.pretrained
+
+    from adrun.models.winclip import URL, cache_dir
+
+    calls = []
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained_from_url", lambda *a, **k: calls.append((a, k)))
+    result = CliRunner().invoke(app, ["fetch", str(_config(tmp_path, WINCLIP))])
+    assert result.exit_code == 0, result.output
+    assert calls == [((URL,), {"cache_dir": str(cache_dir())})]
+    assert URL.endswith("/v0.2-weights/vit_b_16_plus_240-laion400m_e31-8fb26589.pt")
+    assert "get clip vit_b_16_plus_240-laion400m_e31-8fb26589.pt -> " in " ".join(result.output.split())
