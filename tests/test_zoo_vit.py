@@ -283,3 +283,32 @@ def test_fetch_plans_open_clips_own_download_of_winclips_file(tmp_path, monkeypa
     assert calls == [((URL,), {"cache_dir": str(cache_dir())})]
     assert URL.endswith("/v0.2-weights/vit_b_16_plus_240-laion400m_e31-8fb26589.pt")
     assert "get clip vit_b_16_plus_240-laion400m_e31-8fb26589.pt -> " in " ".join(result.output.split())
+
+
+# --------------------------------------------------------------------------- VLM-AD (listed only)
+
+
+@pytest.mark.parametrize(
+    ("model", "needs"),
+    [
+        ("llava", "a running Ollama server (pip install ollama; ollama pull llava)"),
+        ("gpt-4o-mini", "OpenAI's API over the network"),
+        ("llava-hf/llava-v1.6-mistral-7b-hf", "transformers and the 7B model llava-hf/llava-v1.6-mistral-7b-hf"),
+    ],
+)
+def test_vlm_ad_is_refused_in_one_line_saying_what_it_needs(tmp_path, monkeypatch, model, needs):
+    _no_network(monkeypatch)
+    result = CliRunner().invoke(app, ["sweep", str(_config(tmp_path, {"name": "vlm_ad", "model": model}))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+    line = " ".join(result.output.split())
+    assert f"vlm_ad: adrun lists VLM-AD but does not run it: model {model} needs {needs}" in line
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+def test_adrun_models_lists_vlm_ad_as_not_runnable_offline():
+    result = CliRunner().invoke(app, ["models"])
+    text = " ".join(result.output.split())
+    block = text[text.index("vlm_ad (") :]
+    assert "weights: a VLM: an Ollama server with llava, OpenAI's API, or 7B/13B LLaVA-NeXT weights" in block
+    assert "offline: no (adrun does not run it" in block
