@@ -79,7 +79,8 @@ def encoder_state(encoder: str, path: Path) -> dict[str, Any]:
             net = timm.create_model(encoder, pretrained=False, dynamic_img_size=True)
         except RuntimeError as exc:  # "Unknown model (...)"
             raise WeightsError(f"encoder_name {encoder!r} is not a timm model ({exc})") from None
-        head = (net.pretrained_cfg or {}).get("classifier") or ()
+        pretrained_cfg: dict[str, Any] = dict(getattr(net, "pretrained_cfg", None) or {})
+        head = pretrained_cfg.get("classifier") or ()
         problems = state_diff(state, net.state_dict(), optional=(head,) if isinstance(head, str) else tuple(head))
     if problems:
         raise WeightsError(
