@@ -69,10 +69,19 @@ def test_adrun_models_lists_at_least_fifteen_models():
     assert result.output.count("  offline: ") == len(SPECS)
 
 
+# Specs configs/zoo.yaml leaves out, each for a stated reason (its header comment says so too).
+NOT_IN_ZOO = {
+    "vlm_ad": "listed only: needs a vision-language model server or weights",
+    "winclip": "a random 208M-parameter CLIP takes minutes per cell on 2 CPU cores",
+}
+
+
 def test_the_zoo_config_names_every_offline_spec_once():
     experiment = load_experiment(ZOO)
     names = [m.name for m in experiment.models]
-    assert sorted(names) == sorted(SPECS) and len(set(names)) == len(names)
+    assert sorted(names) == sorted(set(SPECS) - set(NOT_IN_ZOO)) and len(set(names)) == len(names)
+    header = ZOO.read_text().split("\nname:")[0]
+    assert all(name in header for name in NOT_IN_ZOO)
 
 
 @pytest.mark.parametrize(
