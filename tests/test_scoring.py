@@ -62,13 +62,11 @@ def test_test_set_is_scored_once_with_the_same_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(AdrunPatchcore, "__init__", keep)
     once = run_cell(cell, root, exp_dir)
     assert once["runtime"]["test_batches_reused"] >= 1
-    # The sample grid's images are test images: their predictions are reused too.
-    assert once["samples"] == "samples.png" and models[-1].predict_batches_reused >= 1
     thresholds_once = models[-1].post_processor._image_threshold.clone(), models[-1].post_processor._pixel_threshold
     # The old path: the test step computes every batch again.
     monkeypatch.setattr(AdrunPatchcore, "_key", staticmethod(lambda images: object()))
     twice = run_cell(cell, root, tmp_path / "results" / "twice")
-    assert twice["runtime"]["test_batches_reused"] == 0 == models[-1].predict_batches_reused
+    assert twice["runtime"]["test_batches_reused"] == 0
     assert set(once["metrics"]) == {"image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score"}
     assert once["metrics"] == twice["metrics"]
     assert torch.equal(thresholds_once[0], models[-1].post_processor._image_threshold)

@@ -36,7 +36,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
       distance matrix; the same minimum, floats equal to stock's within rounding.
     - The test set is scored once: Patchcore validates on the test set (``same_as_test``)
       and then tests on it, so the test step reuses the validation step's raw
-      predictions for byte-identical images; so does the sample grid's predict.
+      predictions for byte-identical images.
       Thresholds and normalisation still come from anomalib's own validation hooks, so
       every metric is unchanged.
     - ``precision="bf16"`` (opt-in): the backbone under bf16 autocast, and the
@@ -73,7 +73,6 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         self.phase_seconds: dict[str, float] = {}
         self._scored: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._reused = 0
-        self.predict_batches_reused = 0  # the sample grid's, after the record's notes
         self._bank: Bank | None = None
         self.search_stats: dict[str, int] = {}
 
@@ -222,7 +221,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
         del args, kwargs
         predictions = self._predict(batch.image)
         # Validation runs on the test set (same_as_test): keep the raw predictions per
-        # image, so test (and the sample grid's predict) do not compute them again.
+        # image, so test does not compute them again.
         for image, score, amap in zip(batch.image, predictions["pred_score"], predictions["anomaly_map"], strict=True):
             self._scored[self._key(image)] = (score.clone(), amap.clone())
         return batch.update(**predictions)
@@ -238,12 +237,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         del batch_idx, dataloader_idx
-        predictions = self._scored_batch(batch.image)
-        if predictions is None:
-            predictions = self._predict(batch.image)
-        else:
-            self.predict_batches_reused += 1
-        return batch.update(**predictions)
+        return batch.update(**self._predict(batch.image))
 
     def on_load_checkpoint(self, checkpoint) -> None:
         super().on_load_checkpoint(checkpoint)
