@@ -33,6 +33,8 @@ def test_the_zoo_smoke_sweep_runs_every_model_with_a_pixel_auroc_or_an_explicit_
     result = CliRunner().invoke(app, ["sweep", str(ZOO), "--smoke", "--output", str(tmp_path)])
     seconds = time.perf_counter() - start
     assert result.exit_code == 0, result.output
+    # The console line says n/a for an image-only model's pixel AUROC, as the tables do.
+    assert "ok   ganomaly / tile: pixel_AUROC n/a  image_AUROC " in result.output
     exp = tmp_path / "smoke" / "zoo"
     records = [json.loads(p.read_text()) for p in sorted(exp.glob("runs/*/*/seed-*/record.json"))]
     categories = raw["data"]["categories"]

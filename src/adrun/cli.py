@@ -213,9 +213,13 @@ def _run_plan(
             progress.console.print(f"  [red]FAIL[/] {name}: {_e(record['error'])} (see {_e(log)})")
         else:
             m = record["metrics"]
+
+            def shown(key: str) -> str:  # n/a, as the tables say, for a metric the model does not give
+                return f"{m[key]:.3f}" if isinstance(m.get(key), int | float) else "n/a"
+
             progress.console.print(
-                f"  [green]ok[/]   {name}: pixel_AUROC {m.get('pixel_AUROC', float('nan')):.3f}  "
-                f"image_AUROC {m.get('image_AUROC', float('nan')):.3f}  ({record['seconds']['total']:.1f} s"
+                f"  [green]ok[/]   {name}: pixel_AUROC {shown('pixel_AUROC')}  "
+                f"image_AUROC {shown('image_AUROC')}  ({record['seconds']['total']:.1f} s"
                 + (f" @ {_e(record['node'])})" if record.get("node") else ")")
             )
         progress.advance(task)
