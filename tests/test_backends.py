@@ -433,7 +433,8 @@ def test_a_full_disk_stops_the_sweep_under_every_backend(tmp_path, request, monk
     Cells already running finish (and hit it too); no cell starts after it; exit 2 and one
     line naming a cell. Serial ran one cell, --jobs 2 two at once, Ray two at once (one per
     node); on Ray a node may start a queued cell before the driver hears of the full disk:
-    the driver cancels it, recorded as interrupted, and it reruns on resume."""
+    the driver cancels it, recorded as interrupted, and it reruns on resume (under load it
+    may reach its checkpoint first and fail on the full disk too)."""
     (tmp_path / full_disk.MARKER).write_text("")
     monkeypatch.setattr(os, "replace", full_disk.full_disk_replace)  # this process (serial)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p))
@@ -449,8 +450,13 @@ def test_a_full_disk_stops_the_sweep_under_every_backend(tmp_path, request, monk
     outcome = {c: (record(exp, c)["status"], record(exp, c)["error"]) for c in ran}
     failed = [c for c in ran if outcome[c] == ("failed", ENOSPC_LINE)]
     cancelled = [c for c in ran if outcome[c] == ("interrupted", "cancelled: the sweep stopped")]
-    assert failed == {"serial": ["tile"], "jobs2": ["tile", "leather"], "ray": ["tile", "leather"]}[backend], outcome
-    assert cancelled == ([] if backend != "ray" else ran[2:]), outcome
+    if backend == "ray":
+        # A queued cell a node started before the driver heard is cancelled, or, on a
+        # loaded machine, gets as far as its own checkpoint and fails the same way.
+        assert failed[:2] == ["tile", "leather"] and sorted(failed + cancelled) == sorted(ran), outcome
+    else:
+        assert failed == {"serial": ["tile"], "jobs2": ["tile", "leather"]}[backend], outcome
+        assert cancelled == [], outcome
     for category in failed:
         assert _files(exp, category) == ["log.txt", "record.json"]  # no checkpoint, whole or partial
     assert not list(exp.rglob("*.ckpt*")) and not list(exp.rglob(".*.tmp"))
