@@ -220,7 +220,7 @@ def test_first_sigint_records_interrupted_as_locally(tmp_path, cluster):
     proc = adrun("sweep", config, "--backend", "ray", "--address", cluster.address)
     wait_for(lambda: any((record(exp, c) or {}).get("status") == "running" for c in CATEGORIES))
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=300)  # Ray's shutdown is slow on loaded shared cores
     assert proc.returncode == 130, out
     states = {c: (record(exp, c) or {}).get("status") for c in CATEGORIES}
     assert "interrupted" in states.values() and "running" not in states.values(), states
