@@ -91,6 +91,15 @@ def test_yaml_is_parsed_safely(tmp_path):
     with pytest.raises(ConfigError):
         load_experiment(raw=BASE, overrides=[f"name={payload}"])
     assert not marker.exists()
+    # The duplicate-key loader is SafeLoader with no constructor of its own: it builds
+    # only plain YAML types, whatever tag a file holds.
+    import yaml
+
+    from adrun.config import _UniqueKeyLoader
+
+    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    assert _UniqueKeyLoader.yaml_constructors == yaml.SafeLoader.yaml_constructors
+    assert _UniqueKeyLoader.yaml_multi_constructors == yaml.SafeLoader.yaml_multi_constructors
 
 
 def test_set_overrides_are_typed_and_validated():
