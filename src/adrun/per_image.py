@@ -20,21 +20,25 @@ TEST_SCORES = "test_scores.csv"
 COLUMNS = ["image", "label", "score", "pred_label"]
 
 
-class TestScores(Callback):
-    """Collects each test image's score and label, once every callback has seen the batch.
+class AfterPostProcessing(Callback):
+    """Hands each test batch to ``read`` once every callback has seen it.
 
     anomalib's post-processor and evaluator are the model's callbacks, which Lightning runs
     after the trainer's; the batch is read at the next batch's start (and at epoch end),
-    when they are done with it. Only the few numbers are kept, never the images.
+    when they are done with it. Subclasses implement ``start`` (a new test epoch) and ``read``.
     """
 
-    def __init__(self, root: Path | None = None):
-        self.root = Path(root).resolve() if root is not None else None
-        self.rows: list[dict] = []
-        self._pending = None
+    _pending = None
+
+    def start(self, trainer) -> None:
+        raise NotImplementedError
+
+    def read(self, batch) -> None:
+        raise NotImplementedError
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self.rows, self._pending = [], None
+        self._pending = None
+        self.start(trainer)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._flush()
@@ -47,7 +51,27 @@ class TestScores(Callback):
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, None
-        if batch is None or batch.pred_score is None or batch.gt_label is None:
+        if batch is not None:
+            self.read(batch)
+
+
+class TestScores(AfterPostProcessing):
+    """Collects each test image's score and label, once every callback has seen the batch.
+
+    anomalib's post-processor and evaluator are the model's callbacks, which Lightning runs
+    after the trainer's; the batch is read at the next batch's start (and at epoch end),
+    when they are done with it. Only the few numbers are kept, never the images.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root).resolve() if root is not None else None
+        self.rows: list[dict] = []
+
+    def start(self, trainer) -> None:
+        self.rows = []
+
+    def read(self, batch) -> None:
+        if batch.pred_score is None or batch.gt_label is None:
             return
         scores = batch.pred_score.detach().float().cpu().flatten().tolist()
         labels = batch.gt_label.detach().int().cpu().flatten().tolist()

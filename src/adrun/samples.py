@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from lightning.pytorch import Callback
+
+from adrun.per_image import AfterPostProcessing
 
 SAMPLES = "samples.png"
 N_GOOD = 2
@@ -66,37 +67,26 @@ def thresholds(model) -> tuple[bool, float | None, float | None]:
     return False, (None if math.isnan(image) else image), (None if math.isnan(pixel) else pixel)
 
 
-class SampleCapture(Callback):
+class SampleCapture(AfterPostProcessing):
     """Keeps the picked images' scores and anomaly maps from ``engine.test``'s own batches.
 
-    Read when the next batch starts (and at epoch end), after anomalib's post-processor,
-    a model callback that Lightning runs after the trainer's, is done with the batch (as
-    ``per_image.TestScores``): the maps are the tested, normalised ones. Only the few
+    Read after anomalib's post-processor is done with the batch
+    (``per_image.AfterPostProcessing``, as ``TestScores``): the maps are the tested,
+    normalised ones. Only the few
     picked images are kept.
     """
 
     def __init__(self) -> None:
         self.outputs: dict[str, tuple[float, Any]] = {}
         self._wanted: set[str] = set()
-        self._pending = None
 
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self.outputs, self._pending = {}, None
+    def start(self, trainer) -> None:
+        self.outputs = {}
         samples = getattr(getattr(trainer.datamodule, "test_data", None), "samples", None)
         self._wanted = set(map(str, pick(samples).image_path)) if samples is not None else set()
 
-    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self._flush()
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._pending = batch
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, None
-        if batch is None or batch.image_path is None or batch.pred_score is None:
+    def read(self, batch) -> None:
+        if batch.image_path is None or batch.pred_score is None:
             return
         for i, path in enumerate(batch.image_path):
             if str(path) in self._wanted:
