@@ -102,8 +102,12 @@ def _features(n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
     return (torch.randn(n, dim, generator=generator) * 0.5 + base).relu_()
 
 
-def test_the_fused_search_finds_stocks_nearest_rows_and_distances():
-    """adrun's fp32 search against anomalib's own nearest_neighbors: the same rows, distances within 1e-6."""
+@pytest.mark.parametrize("kernel", ["onednn", "blas"])
+def test_the_fused_search_finds_stocks_nearest_rows_and_distances(kernel, monkeypatch):
+    """adrun's fp32 search against anomalib's own nearest_neighbors: the same rows, distances within 1e-5.
+
+    Both GEMM kernels; each is as close to the float64 truth as fp32's rounding allows.
+    """
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     from adrun.models.patchcore.search import Bank, nearest
@@ -113,14 +117,44 @@ def test_the_fused_search_finds_stocks_nearest_rows_and_distances():
     model = PatchcoreModel.__new__(PatchcoreModel)  # only the search's attributes
     torch.nn.Module.__init__(model)
     model.register_buffer("memory_bank", bank)
+    from adrun.models.patchcore import search
+
+    if kernel == "onednn" and not search._has_onednn():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setitem(search._KERNELS, torch.float32, kernel)
     stock_scores, stock_rows = model.nearest_neighbors(queries, n_neighbors=1)
     scores, rows = nearest(queries, Bank(bank))
     assert torch.equal(rows, stock_rows)
-    assert float(((scores - stock_scores).abs() / stock_scores).max()) < 1e-6
+    assert float(((scores - stock_scores).abs() / stock_scores).max()) < 1e-5
+    # Against float64 on the same rows: within the fp32 bound of ||x||^2 - 2 x.y + ||y||^2
+    # (d + 2 roundings of 2**-24 on a sum of at most (|x| + |y|)^2), for stock and adrun alike.
+    wide_x, wide_y = queries.double(), bank[rows].double()
+    truth = (wide_x - wide_y).pow(2).sum(1)
+    bound = (384 + 2) * 2.0**-24 * (wide_x.norm(dim=1) + wide_y.norm(dim=1)).pow(2)
+    for found in (scores, stock_scores):
+        assert bool(((found.double().pow(2) - truth).abs() <= bound).all())
     # A query equal to a bank row finds it, at a distance that is only cancellation
     # (||x||^2 - 2 x.y + ||y||^2, as stock computes it; the clamp keeps the root real).
     scores, rows = nearest(bank[:5].clone(), Bank(bank))
     assert torch.equal(rows, torch.arange(5)) and float(scores.max()) < 1e-2 * float(stock_scores.min())
+
+
+def test_the_gemm_kernel_is_measured_once_and_falls_back_to_blas(monkeypatch):
+    """The faster kernel is timed once per dtype and kept; without oneDNN, torch's BLAS."""
+    from adrun.models.patchcore import search
+
+    monkeypatch.setattr(search, "_KERNELS", {})
+    chosen = search.gemm_kernel(torch.float32, 64)
+    assert chosen in ("onednn", "blas") and search._KERNELS == {torch.float32: chosen}
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "_measure", lambda *_: pytest.fail("measured twice"))
+        assert search.gemm_kernel(torch.float32, 64) == chosen
+    monkeypatch.setattr(search, "_KERNELS", {})
+    monkeypatch.setattr(search, "_has_onednn", lambda: False)
+    assert search.gemm_kernel(torch.float32, 64) == "blas"
+    bank = search.Bank(torch.rand(50, 64))
+    _, rows = search.nearest(bank.bank[:3] + 1e-3, bank)
+    assert torch.equal(rows, torch.arange(3)) and bank.kernels == {"fp32": "blas"}
 
 
 def test_the_bf16_filter_rechecks_in_fp32_and_counts_what_it_proves():

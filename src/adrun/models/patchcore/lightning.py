@@ -33,7 +33,8 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
       on CPU; the convolutions round differently from NCHW, within float32 noise).
     - Nearest neighbours (``search.py``): the bank's squared norms folded into the GEMM and
       the row minimum taken before the square root, one pass instead of six over the
-      distance matrix; the same minimum, floats equal to stock's within rounding.
+      distance matrix; the same minimum, floats equal to stock's within rounding. The GEMM
+      runs on oneDNN or on torch's BLAS, whichever this CPU runs faster (timed once).
     - The test set is scored once: Patchcore validates on the test set (``same_as_test``)
       and then tests on it, so the test step reuses the validation step's raw
       predictions for byte-identical images.
@@ -123,6 +124,7 @@ class AdrunPatchcore(MetricsFromConfig, Patchcore):  # type: ignore[misc]  # ano
             "phases": {name: round(seconds, 3) for name, seconds in self.phase_seconds.items()},
             "test_batches_reused": self._reused,
             **({"search": dict(self.search_stats)} if self.search_stats else {}),
+            **({"gemm": dict(self._bank.kernels)} if self._bank is not None and self._bank.kernels else {}),
         }
 
     # ------------------------------------------------------------------ features
