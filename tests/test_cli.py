@@ -294,6 +294,23 @@ def test_help_imports_no_heavy_library():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge pages are asked for on Linux only")
+@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("0", "0")])
+def test_the_cli_asks_torch_for_huge_pages_before_torch_is_imported(given, seen):
+    """THP_MEM_ALLOC_ENABLE=1 unless the user set it; torch reads it once, so it must be set before torch loads."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if given is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = given
+    code = (
+        "import os, sys; import adrun.cli; assert 'torch' not in sys.modules; "
+        "import torch; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == seen
+
+
 @pytest.mark.slow
 def test_test_and_predict_need_no_weights_beyond_the_checkpoint(swept, tmp_path):
     """A cell trained with pretrained weights re-tests offline: the checkpoint holds the backbone."""

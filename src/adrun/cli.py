@@ -22,6 +22,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from adrun import __version__, errors
 from adrun.errors import AdrunError
+from adrun.precision import ask_for_huge_pages
 from adrun.wording import duration, plural
 
 if TYPE_CHECKING:
@@ -31,14 +32,7 @@ if TYPE_CHECKING:
 # `adrun fetch` wants the download bars back, unless the user asked for silence.
 _USER_TQDM = "TQDM_DISABLE" in os.environ
 os.environ.setdefault("TQDM_DISABLE", "1")
-# PyTorch's CPU allocator madvises transparent huge pages for blocks of 2 MB and more when
-# THP_MEM_ALLOC_ENABLE is set (torch reads it once, at import). A Patchcore category
-# allocates ~100 MB blocks per batch and per search chunk; with 4 KB pages the kernel
-# faults every page in: 5.7M faults and a quarter of the CPU time for 48 batches of
-# wide_resnet50_2, 0.6M with huge pages (scripts/bench_category.py). THP_MEM_ALLOC_ENABLE=0
-# turns it off; where the kernel's THP is "never" it changes nothing.
-if sys.platform.startswith("linux"):
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+ask_for_huge_pages()  # before anything imports torch
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -290,6 +290,9 @@ def _attempts(folder: Path) -> list[dict[str, Any]]:
 def cell_task(cell_json: dict, root: str, exp_dir: str) -> dict[str, Any]:
     """Runs on a node: one cell, returning its record (the driver writes it) and an aborting error."""
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from adrun.precision import ask_for_huge_pages
+
+    ask_for_huge_pages()  # where this worker has not imported torch yet
     import ray
     import torch
 

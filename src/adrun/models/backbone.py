@@ -20,7 +20,26 @@ OFFLINE = "with pre_trained: false or weights: FILE"
 WEIGHTS = "timm pretrained backbone (Hugging Face cache), or weights: FILE"
 
 
-class BackboneKeys(ModelBase):
+class WeightsFile(ModelBase):
+    """The rule for ``weights: FILE`` in every model entry that has one (timm backbones, ViT encoders).
+
+    The subclass declares ``pre_trained`` before ``weights``.
+    """
+
+    @field_validator("weights", check_fields=False)
+    @classmethod
+    def _weights_file(cls, value, info: ValidationInfo):
+        if value is None:
+            return value
+        if value.suffix not in (".pth", ".pt", ".safetensors"):
+            raise ValueError("must be a .pth, .pt or .safetensors state dict file")
+        # A file loaded into a network declared untrained would hide one of the two wishes.
+        if info.data.get("pre_trained") is False:
+            raise ValueError("contradicts pre_trained: false; drop one of the two")
+        return value
+
+
+class BackboneKeys(WeightsFile):
     # The torchvision weights papers used are "<arch>.tv_in1k"; timm's bare name resolves elsewhere.
     backbone: str = "wide_resnet50_2"
     # true: timm's pretrained weights from the Hugging Face cache (downloaded when
@@ -29,18 +48,6 @@ class BackboneKeys(ModelBase):
     # A local state dict (.pth/.pt/.safetensors) of the timm backbone: no hub access at
     # all, for machines without internet. Overrides the cache; see docs/offline.md.
     weights: Path | None = Field(None)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_file(cls, value, info: ValidationInfo):
-        if value is None:
-            return value
-        if value.suffix not in (".pth", ".pt", ".safetensors"):
-            raise ValueError("must be a .pth, .pt or .safetensors state dict file")
-        # A file loaded into a backbone declared untrained would hide one of the two wishes.
-        if info.data.get("pre_trained") is False:
-            raise ValueError("contradicts pre_trained: false; drop one of the two")
-        return value
 
 
 def check(cfg: BackboneKeys, layers: list[str], label: str, source: str | None) -> Check:

@@ -16,13 +16,13 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from adrun import checks
 from adrun.checks import Check, Download
 from adrun.errors import AdrunError, WeightsError
 from adrun.models import zoo
-from adrun.schema import ModelBase
+from adrun.models.backbone import WeightsFile
 
 if TYPE_CHECKING:
     from anomalib.metrics import Evaluator
@@ -34,23 +34,12 @@ RANDOM_NOTE = (
 )
 
 
-class EncoderKeys(ModelBase):
+class EncoderKeys(WeightsFile):
     # true: timm's DINOv2 weights from the Hugging Face cache (`adrun fetch` puts them there).
     # false: an untrained ViT, an explicit choice the record keeps (smoke runs only).
     pre_trained: bool = True
     # A local state dict (.pth/.pt/.safetensors) of timm.create_model(encoder_name): no hub at all.
     weights: Path | None = Field(None)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_file(cls, value, info: ValidationInfo):
-        if value is None:
-            return value
-        if value.suffix not in (".pth", ".pt", ".safetensors"):
-            raise ValueError("must be a .pth, .pt or .safetensors state dict file")
-        if info.data.get("pre_trained") is False:
-            raise ValueError("contradicts pre_trained: false; drop one of the two")
-        return value
 
 
 def hub_file(encoder: str) -> tuple[str, str, Path]:
