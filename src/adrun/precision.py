@@ -64,7 +64,7 @@ def resolve(asked: str) -> dict[str, str]:
 def ask_for_huge_pages() -> None:
     """Have torch's CPU allocator ask for transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``).
 
-    With it, torch madvises THP for its blocks of 2 MB and more. A Patchcore category
+    With it, torch madvises THP for its blocks of 2 MB and more. A memory-bank model
     allocates ~100 MB blocks per batch and per search chunk; with 4 KB pages the kernel
     faults every page in: 5.7M faults and a quarter of the CPU time for 48 batches of
     wide_resnet50_2, 0.6M with huge pages (measured on this project's machine). Linux only;
