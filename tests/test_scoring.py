@@ -133,10 +133,10 @@ def test_the_fused_search_finds_stocks_nearest_rows_and_distances(kernel, monkey
     bound = (384 + 2) * 2.0**-24 * (wide_x.norm(dim=1) + wide_y.norm(dim=1)).pow(2)
     for found in (scores, stock_scores):
         assert bool(((found.double().pow(2) - truth).abs() <= bound).all())
-    # A query equal to a bank row finds it, at a distance that is only cancellation
-    # (||x||^2 - 2 x.y + ||y||^2, as stock computes it; the clamp keeps the root real).
+    # A query equal to a bank row finds it at distance 0 exactly: ||x - y|| has no
+    # cancellation, where stock's ||x||^2 - 2 x.y + ||y||^2 leaves rounding noise.
     scores, rows = nearest(bank[:5].clone(), Bank(bank))
-    assert torch.equal(rows, torch.arange(5)) and float(scores.max()) < 1e-2 * float(stock_scores.min())
+    assert torch.equal(rows, torch.arange(5)) and torch.equal(scores, torch.zeros(5))
 
 
 def test_the_gemm_kernel_is_measured_once_and_falls_back_to_blas(monkeypatch):
