@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import CONFIGS
@@ -91,15 +94,21 @@ def test_yaml_is_parsed_safely(tmp_path):
     with pytest.raises(ConfigError):
         load_experiment(raw=BASE, overrides=[f"name={payload}"])
     assert not marker.exists()
-    # The duplicate-key loader is SafeLoader with no constructor of its own: it builds
-    # only plain YAML types, whatever tag a file holds.
-    import yaml
+    # adrun builds documents with PyYAML's SafeLoader itself (no subclass that could gain
+    # a constructor) and never calls yaml.load or yaml.unsafe_load anywhere.
+    from adrun import config
 
-    from adrun.config import _UniqueKeyLoader
-
-    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
-    assert _UniqueKeyLoader.yaml_constructors == yaml.SafeLoader.yaml_constructors
-    assert _UniqueKeyLoader.yaml_multi_constructors == yaml.SafeLoader.yaml_multi_constructors
+    source = Path(config.__file__).read_text()
+    assert "yaml.SafeLoader(text)" in source and not re.search(r"class \w+\(yaml\.\w*Loader\)", source)
+    src = Path(config.__file__).parent
+    assert not [p for p in src.rglob("*.py") if re.search(r"yaml\.(unsafe_)?load\(|full_load", p.read_text())]
+    # Duplicate keys are still refused, in nested mappings and behind an alias; a merge key may override.
+    with pytest.raises(yaml.constructor.ConstructorError, match="key 'b' appears twice"):
+        config.safe_load("a: &x\n  b: 1\n  b: 2\nc: *x\n")
+    with pytest.raises(yaml.constructor.ConstructorError, match="key 'n' appears twice"):
+        config.safe_load("l:\n- {n: 1, n: 2}\n")
+    assert config.safe_load("base: &b {k: 1}\nx:\n  <<: *b\n  k: 2\n") == {"base": {"k": 1}, "x": {"k": 2}}
+    assert config.safe_load("") is None
 
 
 def test_set_overrides_are_typed_and_validated():

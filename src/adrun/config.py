@@ -340,36 +340,53 @@ class Cell(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key written twice in one mapping.
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, root: yaml.Node) -> None:
+    """Raise where one mapping of ``root`` holds a key twice.
 
     Plain YAML loaders keep the last value without a word, so a sweep would silently
-    run with half of what the file says.
+    run with half of what the file says. Keys are built by ``loader`` (SafeLoader's own
+    constructors); every mapping is visited once, aliases included.
     """
-
-    def construct_mapping(self, node, deep=False):
+    pending, visited = [root], set()
+    while pending:
+        node = pending.pop()
+        if id(node) in visited or isinstance(node, yaml.ScalarNode):
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+            continue
         seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
+            pending.extend((key_node, value_node))
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *base` and then a key of base: an override YAML allows
-            key = self.construct_object(key_node, deep=True)
+            key = loader.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:
                 continue  # an unhashable key: SafeLoader reports it itself
-            if first != key_node.start_mark.line + 1:
+            if first is not None:  # each mapping is visited once: a second sighting is a second key
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
                     f"key {key!r} appears twice in one mapping (first at line {first})",
                     key_node.start_mark,
                 )
-        return super().construct_mapping(node, deep=deep)
+            seen[key] = key_node.start_mark.line + 1
 
 
 def safe_load(text: str) -> Any:
-    """``yaml.safe_load``, refusing duplicate keys."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load``, refusing duplicate keys: PyYAML's own SafeLoader, no subclass of it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _refuse_duplicate_keys(loader, root)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
