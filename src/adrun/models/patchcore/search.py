@@ -108,30 +108,30 @@ def _gemm(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Gemm, str]:
 
 
 class Bank:
-    """The memory bank with what every search reuses: its squared norms, -2 times it, its bf16 copy."""
+    """The memory bank with what every search reuses: its fp32 GEMM, its bf16 GEMM, built on first use."""
 
     def __init__(self, bank: torch.Tensor) -> None:
         self.bank = bank
-        self.squared = bank.pow(2).sum(1)  # as stock computes ||y||^2
         self._fp32: Gemm | None = None
-        self._bf16: tuple[torch.Tensor, Gemm, torch.Tensor, float] | None = None
+        self._bf16: tuple[torch.Tensor, Gemm, float] | None = None
         self.kernels: dict[str, str] = {}  # the GEMM kernel each search used, for the record
 
     def gemm(self) -> Gemm:
         """rows -> ||y||^2 - 2 x.y for every bank row y (scaling by -2 is exact in floats)."""
         if self._fp32 is None:
-            self._fp32, self.kernels["fp32"] = _gemm(self.bank.mul(-2).contiguous(), self.squared)
+            squared = self.bank.pow(2).sum(1)  # as stock computes ||y||^2
+            self._fp32, self.kernels["fp32"] = _gemm(self.bank.mul(-2).contiguous(), squared)
         return self._fp32
 
-    def bf16(self) -> tuple[torch.Tensor, Gemm, torch.Tensor, float]:
-        """(mean, centred rows -> bf16 ||y'||^2 - 2 x'.y', those squared norms in fp32, the largest centred norm)."""
+    def bf16(self) -> tuple[torch.Tensor, Gemm, float]:
+        """(mean, centred rows -> bf16 ||y'||^2 - 2 x'.y' with ||y'||^2 in fp32, the largest centred norm)."""
         if self._bf16 is None:
             mean = self.bank.mean(0)
             centred = self.bank - mean
             low = centred.bfloat16()
             squared = low.float().pow(2).sum(1)
             gemm, self.kernels["bf16"] = _gemm(low.mul(-2).contiguous(), squared)
-            self._bf16 = (mean, gemm, squared, float(centred.norm(dim=1).max()))
+            self._bf16 = (mean, gemm, float(centred.norm(dim=1).max()))
         return self._bf16
 
 
@@ -155,7 +155,7 @@ def nearest_bf16(
     embedding: torch.Tensor, bank: Bank, stats: dict[str, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distance, index) per row: bf16 picks K candidates, their direct fp32 distances decide."""
-    mean, gemm, _, bank_norm = bank.bf16()
+    mean, gemm, bank_norm = bank.bf16()
     n, dim = embedding.shape
     size = bank.bank.shape[0]
     k = min(K, size)
