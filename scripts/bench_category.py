@@ -75,6 +75,16 @@ METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 # --------------------------------------------------------------------------- helpers
 
 
+def max_rel(values, reference) -> float:
+    """The largest |values - reference| / |reference| (a reference of 0 counts as 1e-12)."""
+    return float(((values - reference).abs() / reference.abs().clamp_min(1e-12)).max())
+
+
+def max_range_rel(values, reference) -> float:
+    """The largest |values - reference| over the reference's range (max - min)."""
+    return float((values - reference).abs().max() / (reference.max() - reference.min()))
+
+
 def load() -> str:
     try:
         return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -554,16 +564,16 @@ def search_bench(root: Path, checkpoint: Path, args: argparse.Namespace) -> dict
             seconds = time.perf_counter() - began
             if reference is None:
                 reference = (scores, rows)
-            rel = ((scores - reference[0]).abs() / reference[0].abs().clamp_min(1e-12)).max()
+            rel = max_rel(scores, reference[0])
             # Each search's own distances against float64 on the rows it found: how far
             # fp32's rounding of ||x||^2 - 2 x.y + ||y||^2 takes stock and adrun alike.
             truth = (embedding.double() - bank[rows].double()).norm(dim=1)
-            error = ((scores.double() - truth).abs() / truth.clamp_min(1e-12)).max()
+            error = max_rel(scores, truth)
             out[name] = {
                 "seconds": seconds,
                 "rows_equal": float((rows == reference[1]).float().mean()),
-                "max_rel": float(rel),
-                "f64_rel": float(error),
+                "max_rel": rel,
+                "f64_rel": error,
             }
     out["gemm"] = dict(adrun_bank.kernels)
     out[BF16_SEARCH]["proven"] = stats["proven"] / max(1, stats["queries"])
@@ -692,27 +702,22 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
     np.random.set_state(rng[1])
     again = FastKCenterGreedy(embeddings["adrun"], args.ratio).select_coreset_idxs()
 
-    def rel_to(maps: torch.Tensor, reference: torch.Tensor) -> float:
-        return float(((maps.double() - reference).abs() / reference.abs().clamp_min(1e-12)).max())
-
-    rel = ((fast["maps"] - stock["maps"]).abs() / stock["maps"].abs().clamp_min(1e-12)).max()
+    rel = max_rel(fast["maps"], stock["maps"])
     # Against the float64 maps (stock's bank and embedding; the NCHW variant has both bitwise).
-    truth_error = {key: rel_to(results[key]["maps"], stock["truth"]) for key in ("stock", "adrun-nchw")}
-    rel_scores = ((fast["scores"] - stock["scores"]).abs() / stock["scores"].abs().clamp_min(1e-12)).max()
+    truth_error = {key: max_rel(results[key]["maps"], stock["truth"]) for key in ("stock", "adrun-nchw")}
+    rel_scores = max_rel(fast["scores"], stock["scores"])
     embedding_diff = float((embeddings["adrun"] - embeddings["stock"]).abs().max())
     # Relative to the map's range: where a distance is small next to the feature norms,
     # anomalib's |x|^2 - 2xy + |y|^2 magnifies the backbone's last-bit differences.
-    range_rel = float((fast["maps"] - stock["maps"]).abs().max() / (stock["maps"].max() - stock["maps"].min()))
+    range_rel = max_range_rel(fast["maps"], stock["maps"])
     nchw_equal = {"bank": torch.equal(nchw["bank"], stock["bank"])}
     nchw_equal["picks"] = picked["adrun-nchw"] == picked["stock"]
     nchw_equal["embedding"] = torch.equal(embeddings["adrun-nchw"], embeddings["stock"])
     nchw_bitwise = all(nchw_equal.values())
     # adrun's search measures ||x - y|| to the row it finds; stock's ||x||^2 - 2 x.y + ||y||^2
     # cancels near a bank row. Their maps differ by stock's own rounding there.
-    nchw_rel = max(
-        float(((nchw[k] - stock[k]).abs() / stock[k].abs().clamp_min(1e-12)).max()) for k in ("maps", "scores")
-    )
-    nchw_range_rel = float((nchw["maps"] - stock["maps"]).abs().max() / (stock["maps"].max() - stock["maps"].min()))
+    nchw_rel = max(max_rel(nchw[k], stock[k]) for k in ("maps", "scores"))
+    nchw_range_rel = max_range_rel(nchw["maps"], stock["maps"])
     checks = {
         "sampler: adrun's picks == stock KCenterGreedy's on the same embedding": again == expected,
         "with an NCHW backbone: embedding, coreset indices and memory bank bitwise stock's": nchw_bitwise,
@@ -720,15 +725,14 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
             truth_error["adrun-nchw"] <= truth_error["stock"]
         ),
         "with an NCHW backbone: maps within 1e-5 of stock's, relative to the map's range": nchw_range_rel <= 1e-5,
-        "with an NCHW backbone: image scores within relative 1e-5 of stock's": float(
-            ((nchw["scores"] - stock["scores"]).abs() / stock["scores"].abs().clamp_min(1e-12)).max()
-        )
-        <= 1e-5,
+        "with an NCHW backbone: image scores within relative 1e-5 of stock's": (
+            max_rel(nchw["scores"], stock["scores"]) <= 1e-5
+        ),
         "with an NCHW backbone: every metric within 1e-5 of stock's": all(
             abs(nchw["metrics"][k] - v) <= 1e-5 for k, v in stock["metrics"].items()
         ),
         "adrun (channels_last): maps within 1e-5 of stock's, relative to the map's range": range_rel <= 1e-5,
-        "adrun (channels_last): image scores within relative 1e-5 of stock's": float(rel_scores) <= 1e-5,
+        "adrun (channels_last): image scores within relative 1e-5 of stock's": rel_scores <= 1e-5,
         "adrun (channels_last): every metric equal to stock's at 4 decimals": all(
             round(fast["metrics"][k], 4) == round(v, 4) for k, v in stock["metrics"].items()
         ),
@@ -749,8 +753,8 @@ def equality_checks(work: Path, args: argparse.Namespace) -> dict:
         "picks": len(picked["adrun"]),
         "bank_bitwise": bool(torch.equal(fast["bank"], stock["bank"])),
         "embedding_max_abs_diff": embedding_diff,
-        "maps_max_rel": float(rel),
-        "scores_max_rel": float(rel_scores),
+        "maps_max_rel": rel,
+        "scores_max_rel": rel_scores,
         "maps_range_rel": range_rel,
         "nchw_equal": nchw_equal,
         "nchw_rel": nchw_rel,
