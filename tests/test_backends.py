@@ -278,12 +278,20 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_a_fresh_worker_runs_the_re
 
 
 @pytest.mark.slow
-def test_jobs_first_sigint_interrupts_the_running_cells_second_exits_at_once(tmp_path):
+def test_jobs_first_sigint_interrupts_the_running_cells_second_exits_at_once(tmp_path, monkeypatch):
+    # Both cells wait before their checkpoint until the signal (tests/hooks): neither can
+    # finish first, however the two workers' start-ups and the shared cores fall.
+    (tmp_path / full_disk.HOLD).write_text("")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p))
     config = sweep_config(tmp_path)
     exp = tmp_path / "results" / "tiny"
+
+    def held() -> list[int]:
+        return sorted(int(p.name.removeprefix("held-")) for p in tmp_path.glob("held-*"))
+
     proc = adrun("sweep", config, "--jobs", "2")
-    wait_for(lambda: all((record(exp, c) or {}).get("status") == "running" for c in CATEGORIES[:2]))
-    workers = [record(exp, c)["pid"] for c in CATEGORIES[:2]]
+    workers = wait_for(lambda: len(found := held()) == 2 and found)
+    assert workers == sorted(record(exp, c)["pid"] for c in CATEGORIES[:2])
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, out
@@ -292,9 +300,10 @@ def test_jobs_first_sigint_interrupts_the_running_cells_second_exits_at_once(tmp
     assert record(exp, "tile")["error"] == "interrupted by the user"
     wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=30)
 
+    for path in tmp_path.glob("held-*"):
+        path.unlink()
     second = adrun("sweep", config, "--jobs", "2")
-    wait_for(lambda: all((record(exp, c) or {}).get("status") == "running" for c in CATEGORIES[:2]))
-    workers = [record(exp, c)["pid"] for c in CATEGORIES[:2]]
+    workers = wait_for(lambda: len(found := held()) == 2 and found)
     second.send_signal(signal.SIGINT)
     second.send_signal(signal.SIGINT)
     start = time.monotonic()
