@@ -4,8 +4,8 @@
 The parity sweeps go through the real CLI (typer's CliRunner, in this process, so that a
 test can step in between the plan and the first cell). Worker processes and Ray nodes
 are separate processes, so what they must see is arranged on disk or in their start-up:
-a full disk is ``tests/hooks/sitecustomize.py`` (every process with that folder on
-PYTHONPATH loads it), missing weights are a weights file that preflight read and that is
+a full disk and a cell held before its checkpoint are ``tests/hooks/sitecustomize.py``
+(every process with that folder on PYTHONPATH loads it), missing weights are a weights file that preflight read and that is
 gone by the time the cells build their models.
 """
 
@@ -37,13 +37,18 @@ ENOSPC_LINE = f"OSError: [Errno 28] {os.strerror(28)}"
 
 
 def _hook():
-    spec = importlib.util.spec_from_file_location("adrun_test_full_disk", HOOKS / "sitecustomize.py")
+    spec = importlib.util.spec_from_file_location("adrun_test_hooks", HOOKS / "sitecustomize.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-full_disk = _hook()
+hooks = _hook()
+
+
+def hooked_pythonpath() -> str:
+    """PYTHONPATH with tests/hooks first: processes started with it load the full-disk and hold hooks."""
+    return os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p)
 
 
 # --------------------------------------------------------------------------- the import graph
@@ -281,8 +286,8 @@ def test_a_worker_killed_mid_cell_fails_that_cell_and_a_fresh_worker_runs_the_re
 def test_jobs_first_sigint_interrupts_the_running_cells_second_exits_at_once(tmp_path, monkeypatch):
     # Both cells wait before their checkpoint until the signal (tests/hooks): neither can
     # finish first, however the two workers' start-ups and the shared cores fall.
-    (tmp_path / full_disk.HOLD).write_text("")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p))
+    (tmp_path / hooks.HOLD).write_text("")
+    monkeypatch.setenv("PYTHONPATH", hooked_pythonpath())
     config = sweep_config(tmp_path)
     exp = tmp_path / "results" / "tiny"
 
@@ -354,7 +359,7 @@ def cluster():
         "HF_HOME": str(home / "hf"),
         "HF_HUB_OFFLINE": "1",
         "TQDM_DISABLE": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p),
+        "PYTHONPATH": hooked_pythonpath(),
     }
     local = LocalCluster(base, env=env)
     try:
@@ -444,9 +449,9 @@ def test_a_full_disk_stops_the_sweep_under_every_backend(tmp_path, request, monk
     node); on Ray a node may start a queued cell before the driver hears of the full disk:
     the driver cancels it, recorded as interrupted, and it reruns on resume (under load it
     may reach its checkpoint first and fail on the full disk too)."""
-    (tmp_path / full_disk.MARKER).write_text("")
-    monkeypatch.setattr(os, "replace", full_disk.full_disk_replace)  # this process (serial)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p))
+    (tmp_path / hooks.MARKER).write_text("")
+    monkeypatch.setattr(os, "replace", hooks.hooked_replace)  # this process (serial)
+    monkeypatch.setenv("PYTHONPATH", hooked_pythonpath())
     config = sweep_config(tmp_path)
     result = CliRunner().invoke(app, ["sweep", str(config), *_backend(request, backend)])
     assert result.exit_code == 2, result.output

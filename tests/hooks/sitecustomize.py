@@ -30,7 +30,7 @@ def _above(target: Path, name: str) -> Path | None:
     return next((folder for folder in target.parents if (folder / name).exists()), None)
 
 
-def full_disk_replace(src, dst, *args, **kwargs):
+def hooked_replace(src, dst, *args, **kwargs):
     target = Path(os.fsdecode(dst))
     if target.name == "model.ckpt":
         if held := _above(target, HOLD):
@@ -43,4 +43,4 @@ def full_disk_replace(src, dst, *args, **kwargs):
 
 
 if __name__ == "sitecustomize":
-    os.replace = full_disk_replace
+    os.replace = hooked_replace
