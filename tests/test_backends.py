@@ -186,6 +186,74 @@ def test_a_dead_cell_record_has_the_shape_of_a_real_one(tmp_path):
     assert (dead["key"], dead["pid"], dead["cuda_visible_devices"]) == (cell.key, 123, "1")
 
 
+# --------------------------------------------------------------------------- Ctrl-C at a record write
+
+
+def _tiny_cells(tmp_path, categories):
+    """The tiny Patchcore cells of ``categories``, their data made; returns (cells, root, exp_dir)."""
+    from adrun.config import expand, load_experiment
+    from adrun.data import prepare
+
+    raw = tiny_raw(tmp_path / "results", categories=categories)
+    raw["models"] = raw["models"][:1]
+    experiment = load_experiment(None, raw=raw)
+    exp_dir = tmp_path / "results" / "tiny"
+    root, found = prepare(experiment, exp_dir)
+    return expand(experiment, found), root, exp_dir
+
+
+def _interrupting_sink(when):
+    """write_record, except that the first write ``when(record)`` picks raises KeyboardInterrupt
+    first: the one SIGINT of a Ctrl-C landing inside that write."""
+    from adrun.records import write_record
+
+    hit = []
+
+    def sink(folder, record):
+        if not hit and when(record):
+            hit.append(dict(record))
+            raise KeyboardInterrupt
+        write_record(folder, record)
+
+    return sink, hit
+
+
+def test_ctrl_c_while_the_running_record_is_written_ends_the_cell_interrupted(tmp_path):
+    """The signal lands in the first write, before run_cell's own try: CI once saw such a
+    cell booked as finished with its "running" record (and the CLI crash on it)."""
+    from adrun.backends.base import run_one
+
+    (cell,), root, exp_dir = _tiny_cells(tmp_path, ["tile"])
+    sink, hit = _interrupting_sink(lambda record: record["status"] == "running")
+    result = run_one(cell, root, exp_dir, sink=sink)
+    assert hit and result.stopped
+    assert result.status == "interrupted" and result.record["error"] == "interrupted by the user"
+    on_disk = record(exp_dir, "tile")
+    assert on_disk["status"] == "interrupted" and on_disk["finished_at"]
+    assert on_disk["started_at"] == hit[0]["started_at"] and on_disk["key"] == cell.key
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_finished_record_is_written_keeps_the_cell_and_stops_the_sweep(tmp_path, monkeypatch):
+    import functools
+
+    from adrun.backends import base, serial
+
+    cells, root, exp_dir = _tiny_cells(tmp_path, ["tile", "leather"])
+    sink, hit = _interrupting_sink(lambda record: record["status"] == "success")
+    monkeypatch.setattr(serial, "run_one", functools.partial(base.run_one, sink=sink))
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        serial.SerialBackend().run(cells, root, exp_dir, lambda event: events.append(event) and False)
+    assert hit and [(e.kind, e.cell.category, e.status) for e in events] == [
+        ("started", "tile", "running"),
+        ("finished", "tile", "success"),
+    ]
+    tile = record(exp_dir, "tile")  # whole: written again after the cut write
+    assert tile["status"] == "success" and tile["seconds"]["total"] > 0 and tile["metrics"]["pixel_AUROC"] > 0
+    assert record(exp_dir, "leather") is None  # no cell after the Ctrl-C
+
+
 # --------------------------------------------------------------------------- GPU lists
 
 

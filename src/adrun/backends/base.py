@@ -79,6 +79,7 @@ class Result:
 
     record: Record
     abort: WireError | None = None
+    stopped: bool = False  # a Ctrl-C reached this run: the sweep starts no new cell
 
     @property
     def status(self) -> str:
@@ -98,14 +99,20 @@ def run_one(cell: Cell, root: Path, exp_dir: Path, sink: Sink = write_record, pi
         sink(folder, record)
 
     devices = 1 if pinned_gpu and isinstance(cell.trainer.devices, list) else None
-    abort = None
+    abort, stopped = None, False
     try:
         run_cell(cell, Path(root), Path(exp_dir), sink=keep, devices=devices)
     except KeyboardInterrupt:
-        if "record" not in kept:  # before run_cell wrote its first record
+        stopped = True
+        record = kept.get("record")
+        if record is None:  # before run_cell wrote its first record
             kept["record"] = dead_record(cell, root, "interrupted by the user", status="interrupted")
-            with contextlib.suppress(OSError):
-                sink(folder_of(cell, exp_dir), kept["record"])
+        elif record["status"] == "running":  # while it wrote that "running" record, before its own try
+            record.update(status="interrupted", error="interrupted by the user", finished_at=now())
+        # Written again whatever the status: the signal may have cut the last write short (a
+        # finished cell's record stays its own, and the sweep still stops).
+        with contextlib.suppress(OSError):
+            sink(folder_of(cell, exp_dir), kept["record"])
     except Exception as exc:
         if kept.get("record", {}).get("status") in (None, "running"):
             # Failed before run_cell's own try (or its first record write failed): the
@@ -113,7 +120,7 @@ def run_one(cell: Cell, root: Path, exp_dir: Path, sink: Sink = write_record, pi
             kept["record"] = dead_record(cell, root, one_line(exc))
         if aborts_sweep(exc):
             abort = to_wire(exc)  # type: ignore[arg-type]  # aborts_sweep: an AdrunError
-    return Result(kept["record"], abort)
+    return Result(kept["record"], abort, stopped)
 
 
 def dead_record(

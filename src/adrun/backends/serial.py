@@ -26,7 +26,7 @@ class SerialBackend:
                 result = run_one(cell, root, exp_dir)
                 interrupts.arm()  # Lightning may have taken SIGINT during the fit
                 stop = report(Event("finished", cell, number, len(cells), record=result.record))
-                if result.status == "interrupted":
+                if result.stopped:
                     raise KeyboardInterrupt
                 if result.abort:
                     raise from_wire(result.abort)

@@ -34,7 +34,7 @@ def main(task_fd: int, result_fd: int, threads: int, pinned_gpu: bool) -> int:
                 result = run_one(cell, Path(task["root"]), Path(task["exp_dir"]), pinned_gpu=pinned_gpu)
                 out.write(json.dumps({"record": result.record, "abort": result.abort}) + "\n")
                 out.flush()
-                if result.status == "interrupted":
+                if result.stopped:
                     return 130
         except KeyboardInterrupt:
             return 130
